@@ -1,0 +1,363 @@
+"""A cross-process lock on ``<cache>.lockfile`` that every MSAL peer respects.
+
+Peers hold this lock in one of two ways: by *creating the file exclusively* (msal-extensions
+without portalocker, msal-node) or by holding an *OS lock* on it (msal-extensions with
+portalocker, MSAL.NET, MSAL Go). All of them delete the file on release. To exclude both
+families at once, the holder here does both: it creates the file with ``O_EXCL``, takes an
+exclusive portalocker lock on it, checks that the path still names the inode it locked, and
+records ``"<pid> <argv0>"`` in it, as msal-extensions does. Release unlinks the file while
+still holding the OS lock, then unlocks.
+
+This module knows nothing of msal or of the cache file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import sys
+import threading
+import time
+import weakref
+from pathlib import Path
+from types import TracebackType
+from typing import Final
+
+import portalocker
+
+from ._errors import CacheFileError, LockTimeoutError
+from ._process import pid_is_running
+
+__all__ = ["DEFAULT_LOCK_TIMEOUT", "CrossProcessLock"]
+
+_LOG: Final = logging.getLogger("msal_persist")
+
+DEFAULT_LOCK_TIMEOUT: Final = 30.0
+"""Seconds to wait for the lock before :class:`LockTimeoutError`."""
+STALE_CHECK_AFTER: Final = 0.5
+"""Seconds one lock file must stay unchanged before its holder is examined."""
+DEFAULT_STALE_GRACE: Final = 10.0
+"""Seconds after which a lock file no OS lock protects is broken even if its pid looks alive."""
+
+# Waiters poll with a short, growing, jittered sleep. Holders keep the lock for about a
+# millisecond, so the first polls must be that fine; the cap keeps 32 waiters on 2 cores
+# from burning the CPU the holder needs.
+_FIRST_POLL: Final = 0.0002
+_MAX_POLL: Final = 0.004
+_NON_BLOCKING: Final = portalocker.LockFlags.EXCLUSIVE | portalocker.LockFlags.NON_BLOCKING
+_OPEN_FLAGS: Final = os.O_RDWR | getattr(os, "O_CLOEXEC", 0)
+
+_LIVE_LOCKS: weakref.WeakSet[CrossProcessLock] = weakref.WeakSet()
+
+
+class CrossProcessLock:
+    """An exclusive lock shared by processes (and threads) through one lock file.
+
+    Not re-entrant: the same thread acquiring twice waits for itself until the timeout.
+
+    Args:
+        path: The lock file, conventionally ``<cache file>.lockfile``.
+        timeout: Seconds to wait before raising :class:`LockTimeoutError`; ``None`` waits
+            forever, ``0`` tries once.
+        stale_grace: Seconds after which a lock file whose holder holds no OS lock is broken
+            even though its recorded pid seems alive (pids get reused; some peers record
+            none). A lock file whose recorded pid is dead is broken after about
+            half a second whatever this says.
+
+    Attributes:
+        acquisitions: How many times the lock was taken.
+        contended: How many of those had to wait for another holder.
+        waited: Seconds spent waiting, in total.
+        broken: How many stale lock files this instance removed.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        timeout: float | None = DEFAULT_LOCK_TIMEOUT,
+        stale_grace: float = DEFAULT_STALE_GRACE,
+    ) -> None:
+        """Describe the lock; nothing is touched on disk until :meth:`acquire`."""
+        if timeout is not None and timeout < 0:
+            raise ValueError(f"timeout must be >= 0 or None, not {timeout!r}")
+        if stale_grace < 0:
+            raise ValueError(f"stale_grace must be >= 0, not {stale_grace!r}")
+        self.path: Final = Path(os.path.abspath(os.path.expanduser(os.fspath(path))))
+        self.timeout = timeout
+        self.stale_grace = stale_grace
+        self.acquisitions = 0
+        self.contended = 0
+        self.waited = 0.0
+        self.broken = 0
+        # Threads of this process queue here instead of polling the file system.
+        self._thread_lock = threading.Lock()
+        self._fd: int | None = None
+        _LIVE_LOCKS.add(self)
+
+    def __repr__(self) -> str:
+        """Show the lock file and whether this instance holds it."""
+        return f"{type(self).__name__}({str(self.path)!r}, held={self.is_held})"
+
+    @property
+    def is_held(self) -> bool:
+        """Whether this instance holds the lock now."""
+        return self._fd is not None
+
+    def __enter__(self) -> CrossProcessLock:
+        """Acquire the lock."""
+        self.acquire()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Release the lock."""
+        self.release()
+
+    def acquire(self) -> None:
+        """Take the lock, waiting up to ``timeout`` seconds.
+
+        Raises:
+            LockTimeoutError: Another holder kept it past the timeout; names its pid.
+            CacheFileError: The lock file's directory cannot be created or written.
+        """
+        started = time.monotonic()
+        deadline = None if self.timeout is None else started + self.timeout
+        if not self._thread_lock.acquire(timeout=-1 if deadline is None else self.timeout or 0):
+            raise LockTimeoutError(str(self.path), self.timeout or 0.0, os.getpid())
+        try:
+            contended = self._acquire_file(deadline)
+        except BaseException:
+            self._thread_lock.release()
+            raise
+        self.acquisitions += 1
+        if contended or time.monotonic() - started > _MAX_POLL:
+            self.contended += 1
+            self.waited += time.monotonic() - started
+        _LOG.debug("acquired %s", self.path)
+
+    def release(self) -> None:
+        """Give the lock up: delete the lock file, then drop the OS lock.
+
+        Raises:
+            RuntimeError: This instance does not hold the lock.
+        """
+        fd = self._fd
+        if fd is None:
+            raise RuntimeError(f"{self.path} is not locked by this instance")
+        try:
+            # Unlink while still holding the OS lock: a waiter that opened the old inode and
+            # gets its OS lock after us finds the path no longer names it and retries,
+            # instead of believing it holds a lock nobody else can see.
+            if _names_inode(self.path, fd):
+                _unlink(self.path)
+            else:
+                _LOG.warning("lock file %s was replaced by another process while held", self.path)
+        finally:
+            self._fd = None
+            try:
+                portalocker.unlock(fd)
+            finally:
+                os.close(fd)
+                self._thread_lock.release()
+        _LOG.debug("released %s", self.path)
+
+    def holder_pid(self) -> int | None:
+        """Return the pid recorded in the lock file, or ``None`` if absent or unreadable."""
+        try:
+            text = self.path.read_bytes()[:64]
+        except OSError:
+            return None
+        first = text.split(maxsplit=1)[:1]
+        return int(first[0]) if first and first[0].isdigit() else None
+
+    def _acquire_file(self, deadline: float | None) -> bool:
+        """Loop until this process holds the lock file; return whether it had to wait."""
+        poll = _FIRST_POLL
+        watch = _StaleWatch()
+        waited = False
+        while True:
+            fd = self._create()
+            if fd is not None and self._lock_created(fd, deadline):
+                return waited
+            if fd is None and self._break_if_stale(watch):
+                continue
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                raise LockTimeoutError(str(self.path), self.timeout or 0.0, self.holder_pid())
+            if not waited:
+                _LOG.debug("waiting for %s (held by pid %s)", self.path, self.holder_pid())
+                waited = True
+            pause = poll * random.uniform(0.5, 1.5)  # noqa: S311 - jitter, not secrecy
+            time.sleep(pause if deadline is None else min(pause, deadline - now))
+            poll = min(poll * 2, _MAX_POLL)
+
+    def _create(self) -> int | None:
+        """Create the lock file exclusively; ``None`` if it exists already."""
+        flags = _OPEN_FLAGS | os.O_CREAT | os.O_EXCL
+        try:
+            return os.open(self.path, flags, 0o600)
+        except FileExistsError:
+            return None
+        except FileNotFoundError:
+            try:
+                self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                return os.open(self.path, flags, 0o600)
+            except FileExistsError:
+                return None
+            except OSError as error:
+                raise CacheFileError.from_os_error(self.path, "create lock file", error) from None
+        except OSError as error:
+            raise CacheFileError.from_os_error(self.path, "create lock file", error) from None
+
+    def _lock_created(self, fd: int, deadline: float | None) -> bool:
+        """Hold the OS lock on a file just created; ``False`` (fd closed) to start over."""
+        try:
+            # Record the holder before anything else, so a waiter examining the file always
+            # finds a live pid in it and leaves it alone.
+            os.write(fd, f"{os.getpid()} {sys.argv[0] if sys.argv else ''}".encode())
+            while not _try_os_lock(fd):
+                # Someone is examining this new file (a stale check holds the OS lock for
+                # microseconds); wait for them, not for the full poll interval.
+                if deadline is not None and time.monotonic() >= deadline:
+                    os.close(fd)
+                    raise LockTimeoutError(str(self.path), self.timeout or 0.0, None)
+                time.sleep(_FIRST_POLL)
+            if not _names_inode(self.path, fd):
+                # A breaker removed the file between our create and our lock. Whoever owns
+                # the path now is the holder; ours is an orphan.
+                portalocker.unlock(fd)
+                os.close(fd)
+                return False
+        except LockTimeoutError:
+            raise
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        return True
+
+    def _break_if_stale(self, watch: _StaleWatch) -> bool:
+        """Remove the lock file if its holder is gone; ``True`` means retry at once."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return True
+        except OSError as error:
+            raise CacheFileError.from_os_error(self.path, "inspect lock file", error) from None
+        now = time.monotonic()
+        identity = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+        if identity != watch.identity:
+            # A new holder (every holder creates a new file): start observing it afresh.
+            watch.identity, watch.since, watch.next_probe = identity, now, now + STALE_CHECK_AFTER
+            return False
+        if now < watch.next_probe:
+            return False
+        watch.next_probe = now + STALE_CHECK_AFTER
+        return self._examine_holder(identity, now - watch.since)
+
+    def _examine_holder(self, identity: tuple[int, int, int, int], age: float) -> bool:
+        try:
+            fd = os.open(self.path, _OPEN_FLAGS)
+        except FileNotFoundError:
+            return True
+        except OSError as error:
+            if os.path.isdir(self.path):
+                raise CacheFileError(
+                    str(self.path), "lock", "the lock file is a directory"
+                ) from None
+            raise CacheFileError.from_os_error(self.path, "inspect lock file", error) from None
+        try:
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino) != identity[:2]:
+                return True
+            # A live holder of the OS-lock family keeps its lock; failing to get it is proof
+            # of life, and holding it keeps any second breaker out while we decide.
+            if not _try_os_lock(fd):
+                return False
+            try:
+                pid = _parse_pid(os.pread(fd, 64, 0))
+                dead = pid is not None and not pid_is_running(pid)
+                if not (dead or age >= self.stale_grace):
+                    return False
+                if not _names_inode(self.path, fd):
+                    return True
+                _unlink(self.path)
+                self.broken += 1
+                _LOG.warning(
+                    "removed stale lock file %s left by %s",
+                    self.path,
+                    f"dead process {pid}" if dead else f"pid {pid} after {age:.1f} s",
+                )
+                return True
+            finally:
+                portalocker.unlock(fd)
+        finally:
+            os.close(fd)
+
+    def _forget_after_fork(self) -> None:
+        # The child shares the parent's open file description: unlocking here would release
+        # the parent's lock. Closing our copy of the descriptor leaves the parent's intact.
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        self._thread_lock = threading.Lock()
+
+
+class _StaleWatch:
+    """How long the current lock file has been observed unchanged."""
+
+    __slots__ = ("identity", "next_probe", "since")
+
+    def __init__(self) -> None:
+        self.identity: tuple[int, int, int, int] | None = None
+        self.since = 0.0
+        self.next_probe = 0.0
+
+
+def _try_os_lock(fd: int) -> bool:
+    try:
+        portalocker.lock(fd, _NON_BLOCKING)
+    except portalocker.exceptions.AlreadyLocked:
+        return False
+    except portalocker.exceptions.LockException as error:
+        cause = error.__cause__ if isinstance(error.__cause__, OSError) else None
+        raise CacheFileError(
+            str(fd), "lock", cause.strerror if cause and cause.strerror else str(error)
+        ) from None
+    return True
+
+
+def _names_inode(path: Path, fd: int) -> bool:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    held = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (held.st_dev, held.st_ino)
+
+
+def _unlink(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _parse_pid(content: bytes) -> int | None:
+    first = content.split(maxsplit=1)[:1]
+    return int(first[0]) if first and first[0].isdigit() else None
+
+
+def _after_fork_in_child() -> None:
+    for lock in list(_LIVE_LOCKS):
+        lock._forget_after_fork()  # noqa: SLF001 - module-private protocol
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

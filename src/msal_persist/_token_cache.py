@@ -1,0 +1,419 @@
+"""The msal glue: a ``SerializableTokenCache`` kept in step with one shared file.
+
+Composes :class:`~msal_persist.FilePersistence` (bytes on disk) and
+:class:`~msal_persist.CrossProcessLock` (who may write). How msal drives a token cache, and so
+what is overridden here:
+
+- ``add(event)`` runs once per token acquisition and calls ``modify()`` up to five times while
+  holding ``_lock``. It becomes one transaction: one lock, one reload if the file changed, one
+  write.
+- A refresh-token grant is followed at once by ``update_rt()`` (msal strips the new refresh
+  token from the event it passes to ``add``). That ``add`` is queued and applied in the
+  ``update_rt`` transaction, so a forced refresh also costs one lock and one write.
+- ``search()`` (and ``_get``, which ``_get_access_token`` and ``_get_app_metadata`` use) read
+  without the lock, after reloading if the file's fingerprint changed. ``search()`` removes
+  expired access tokens through ``remove_at``; those removals are housekeeping and are written
+  with the next transaction instead of costing a write of their own.
+- Lock order is always msal's ``_lock`` first, then the file lock: ``search()`` holds
+  ``_lock`` when it calls ``modify()``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import logging
+import os
+import stat
+import threading
+import time
+import weakref
+from collections.abc import Iterator
+from typing import Any, Final
+
+import msal
+
+from ._errors import CacheFileError
+from ._locations import DEFAULT_APP_NAME, CacheLocation, default_cache_path
+from ._lock import DEFAULT_LOCK_TIMEOUT, CrossProcessLock
+from ._persistence import FilePersistence, Snapshot
+
+__all__ = ["LOCK_FILE_SUFFIX", "PersistedTokenCache"]
+
+_LOG: Final = logging.getLogger("msal_persist")
+
+LOCK_FILE_SUFFIX: Final = ".lockfile"
+"""Appended to the cache path to name the lock file, as every MSAL peer does."""
+
+_SECTIONS: Final = frozenset({"AccessToken", "RefreshToken", "IdToken", "Account", "AppMetadata"})
+_ACCESS_TOKEN: Final = "AccessToken"  # noqa: S105 - a section name
+
+_LIVE_CACHES: weakref.WeakSet[PersistedTokenCache] = weakref.WeakSet()
+
+
+class _BadContentError(ValueError):
+    """The file's bytes are not an msal cache document."""
+
+
+class PersistedTokenCache(msal.SerializableTokenCache):  # type: ignore[misc]  # msal is untyped
+    """An msal token cache that many processes share safely through one file.
+
+    Pass it as ``token_cache=`` to ``msal.PublicClientApplication`` or
+    ``msal.ConfidentialClientApplication``. Every process (or instance) on the same path sees
+    the others' sign-ins; none ever erases what another wrote; the file is always whole.
+
+    Args:
+        path: The cache file (``str`` or path-like, ``~`` expanded). ``None`` chooses the
+            default location (see :func:`~msal_persist.default_cache_path`).
+        app_name: Names the directory of the default location; ignored when ``path`` (or
+            ``MSAL_PERSIST_CACHE``) is given.
+        lock_timeout: Seconds to wait for another process's lock before raising
+            :class:`~msal_persist.LockTimeoutError`; ``None`` waits forever.
+        fsync: Flush each write to stable storage before it becomes visible. ``False`` is
+            faster and still atomic towards other processes and crashes of this one, but a
+            power loss may lose the last write.
+
+    Attributes:
+        location: The chosen :class:`~msal_persist.CacheLocation` (path and rule).
+        persistence: The :class:`~msal_persist.FilePersistence` holding the bytes; its
+            ``saves`` counter counts files written.
+        lock: The :class:`~msal_persist.CrossProcessLock` on ``<path>.lockfile``.
+    """
+
+    has_state_changed: bool  # declared by msal, which is untyped
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        app_name: str = DEFAULT_APP_NAME,
+        lock_timeout: float | None = DEFAULT_LOCK_TIMEOUT,
+        fsync: bool = True,
+    ) -> None:
+        """Resolve the location; nothing is read or written until msal asks."""
+        super().__init__()
+        self.location: CacheLocation = default_cache_path(app_name, explicit=path)
+        self.persistence = FilePersistence(self.location.path, fsync=fsync)
+        self.lock = CrossProcessLock(
+            f"{self.location.path}{LOCK_FILE_SUFFIX}",
+            timeout=lock_timeout,
+        )
+        self._depth = 0
+        self._synced = False
+        self._known: Snapshot = Snapshot(None, None)
+        self._pending_adds: list[tuple[dict[str, Any], int]] = []
+        self._lazy_removals: list[dict[str, Any]] = []
+        self._warned_mode = False
+        self._swept_temp_files = False
+        _LIVE_CACHES.add(self)
+
+    def __repr__(self) -> str:
+        """Show the file, which is what identifies the cache."""
+        return f"{type(self).__name__}({str(self.location.path)!r})"
+
+    @property
+    def path(self) -> os.PathLike[str]:
+        """The cache file."""
+        return self.location.path
+
+    # -- transactions -------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Hold the file lock around several msal calls and write once at the end.
+
+        On entry the cache is reloaded if the file changed; on normal exit it is written if
+        (and only if) the state changed. If the body raises, nothing is written and the next
+        access reloads from the file. Nested transactions join the outermost one.
+
+        Example::
+
+            with cache.transaction():
+                for account in app.get_accounts():
+                    app.remove_account(account)   # one lock, one write
+
+        Raises:
+            LockTimeoutError: Another process held the lock past ``lock_timeout``.
+            CacheFileError: The file cannot be read or written.
+        """
+        with self._lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield
+                finally:
+                    self._depth -= 1
+                return
+            self.lock.acquire()
+            self._depth = 1
+            committed = False
+            try:
+                self._sync_locked()
+                yield
+                self._commit_locked()
+                committed = True
+            finally:
+                self._depth = 0
+                if not committed:
+                    self._synced = False  # memory may hold half a change; trust the file
+                self.lock.release()
+
+    def _sync_locked(self) -> None:
+        """Under the lock: make memory match the newest file content, proven by its bytes."""
+        if not self._swept_temp_files:
+            self._swept_temp_files = True
+            self.persistence.remove_stale_temp_files()
+        snapshot = self.persistence.load()
+        if self._synced and snapshot.data == self._known.data:
+            # Same bytes as memory reflects: a stat fingerprint alone could repeat after
+            # inode reuse within one timestamp tick, the bytes cannot lie.
+            self._known = snapshot
+        else:
+            self._adopt(snapshot, may_quarantine=True)
+        for event, now in self._pending_adds:
+            msal.SerializableTokenCache.add(self, event, now=now)
+        self._pending_adds.clear()
+        if self._lazy_removals:
+            now = int(time.time())
+            for entry in self._lazy_removals:
+                key = self.key_makers[_ACCESS_TOKEN](**entry)
+                current = self._cache.get(_ACCESS_TOKEN, {}).get(key)
+                # Another process may have stored a fresh token under the same key since.
+                if current is not None and _expired(current, now):
+                    msal.SerializableTokenCache.modify(self, _ACCESS_TOKEN, entry)
+            self._lazy_removals.clear()
+
+    def _commit_locked(self) -> None:
+        if not self.has_state_changed:
+            return
+        if not self._known.exists and not any(self._cache.values()):
+            # Nothing to keep and no file: do not create one (a deleted cache means empty).
+            self.has_state_changed = False
+            return
+        # The C encoder, compact: the same document msal's indent=4 (pure-Python encoder)
+        # describes, several times faster.
+        data = json.dumps(self._cache, separators=(",", ":")).encode()
+        if data != self._known.data:
+            fingerprint = self.persistence.save(data)
+            self._known = Snapshot(data, fingerprint, 0o600)
+        self.has_state_changed = False
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def _refresh(self) -> None:
+        """Before a read: reload if the file changed since memory last matched it."""
+        with self._lock:
+            if self._depth:
+                return  # the transaction synced under the lock; memory is the truth
+            if self._pending_adds:
+                with self.transaction():
+                    return
+            fingerprint = self.persistence.fingerprint()
+            if self._synced and fingerprint == self._known.fingerprint:
+                return
+            snapshot = self.persistence.load()
+            try:
+                self._adopt(snapshot, may_quarantine=False)
+            except _BadContentError:
+                # Outside the lock, bad bytes may be a peer's in-place write in progress
+                # (msal-extensions truncates, then writes). Look again holding the lock,
+                # where only a finished document or real corruption can be seen.
+                with self.transaction():
+                    pass
+
+    def _adopt(self, snapshot: Snapshot, *, may_quarantine: bool) -> None:
+        if snapshot.data is None:
+            if self._known.exists or not self._synced or any(self._cache.values()):
+                # Deleted by someone else means empty: never resurrect it from memory.
+                self._replace_state({})
+                _LOG.debug("%s is absent: cache is empty", self.persistence.path)
+            self._known, self._synced = snapshot, True
+            return
+        try:
+            state = _parse(snapshot.data)
+        except _BadContentError as error:
+            if not may_quarantine:
+                raise
+            moved = self.persistence.quarantine()
+            _LOG.warning(
+                "token cache %s is not an msal cache document (%s); moved it to %s and "
+                "continued with an empty cache",
+                self.persistence.path,
+                error,
+                moved,
+            )
+            self._replace_state({})
+            self._known, self._synced = Snapshot(None, None), True
+            return
+        self._warn_if_exposed(snapshot)
+        self._replace_state(state)
+        self._known, self._synced = snapshot, True
+        _LOG.debug("reloaded %s (%d bytes)", self.persistence.path, len(snapshot.data))
+
+    def _replace_state(self, state: dict[str, Any]) -> None:
+        self._cache = state
+        self.has_state_changed = False
+
+    def _warn_if_exposed(self, snapshot: Snapshot) -> None:
+        if snapshot.mode & (stat.S_IRWXG | stat.S_IRWXO) and not self._warned_mode:
+            self._warned_mode = True
+            _LOG.warning(
+                "token cache %s is accessible by group or others (mode %04o); run: chmod 600 %s",
+                self.persistence.path,
+                snapshot.mode,
+                self.persistence.path,
+            )
+
+    def search(self, credential_type: str, *args: Any, **kwargs: Any) -> Any:
+        """Like msal's ``search``, on the newest content of the file."""
+        self._refresh()
+        return super().search(credential_type, *args, **kwargs)
+
+    def _get(self, credential_type: str, key: str, default: Any = None) -> Any:
+        # msal's ClientApplication reaches this directly (through _get_app_metadata and
+        # _get_access_token), bypassing search(): it must see fresh data too.
+        self._refresh()
+        return super()._get(credential_type, key, default)
+
+    def serialize(self) -> str:
+        """Return the newest content in msal's own format (indent 4), as msal would.
+
+        Unlike msal's, this does not reset ``has_state_changed``: what is on disk decides
+        that here, and a pending write must not be forgotten because someone looked.
+        """
+        with self._lock:
+            self._refresh()
+            return json.dumps(self._cache, indent=4)
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def add(self, event: dict[str, Any], now: int | None = None, **kwargs: Any) -> None:
+        """Store what one token response brought, in one transaction (one lock, one write)."""
+        now = int(time.time() if now is None else now)
+        with self._lock:
+            if self._depth == 0 and _refresh_token_update_follows(event):
+                # msal calls update_rt() right after this add(); both land in its transaction.
+                self._pending_adds.append((event, now))
+                return
+            with self.transaction():
+                super().add(event, now=now, **kwargs)
+
+    def modify(
+        self,
+        credential_type: str,
+        old_entry: dict[str, Any],
+        new_key_value_pairs: dict[str, Any] | None = None,
+    ) -> None:
+        """Change one entry; outside a transaction this is a transaction of its own."""
+        with self._lock:
+            if self._depth:
+                super().modify(credential_type, old_entry, new_key_value_pairs)
+                return
+            if (
+                credential_type == _ACCESS_TOKEN
+                and new_key_value_pairs is None
+                and _expired(old_entry, int(time.time()))
+            ):
+                # search() dropping an expired token: housekeeping, not worth a write now.
+                super().modify(credential_type, old_entry, None)
+                self.has_state_changed = False
+                self._lazy_removals.append(old_entry)
+                return
+            with self.transaction():
+                super().modify(credential_type, old_entry, new_key_value_pairs)
+
+    def deserialize(self, state: str | bytes | None) -> None:
+        """Replace the whole cache with ``state`` (msal's format) and write it to the file.
+
+        Raises:
+            ValueError: ``state`` is not an msal cache document; nothing was changed.
+        """
+        try:
+            parsed = _parse(state) if state else {}
+        except _BadContentError as error:
+            raise ValueError(f"not an msal token cache document: {error}") from None
+        with self.transaction():
+            self._cache = parsed
+            self.has_state_changed = True
+
+    def clear(self) -> bool:
+        """Delete every token of every account: remove the file, under the lock.
+
+        Every process sharing the file sees an empty cache from its next read on.
+        Returns whether there was a file.
+        """
+        with self.transaction():
+            existed = self.persistence.remove()
+            self._replace_state({})
+            self._known = Snapshot(None, None)
+            self._pending_adds.clear()
+            self._lazy_removals.clear()
+            return existed
+
+    def flush(self) -> None:
+        """Write what is queued now (done automatically at the next access and at exit)."""
+        with self._lock:
+            if self._pending_adds:
+                with self.transaction():
+                    pass
+
+    def _forget_after_fork(self) -> None:
+        # A thread of the parent may have held _lock or been mid-transaction at fork time;
+        # the child starts clean and trusts only the file.
+        self._lock = threading.RLock()
+        self._depth = 0
+        self._synced = False
+        self._pending_adds = []
+        self._lazy_removals = []
+
+
+def _refresh_token_update_follows(event: dict[str, Any]) -> bool:
+    # For a refresh-token grant msal removes the new refresh token from the response it
+    # hands to add(), then passes it to update_rt(). With also_save_rt it leaves it in.
+    response = event.get("response") or {}
+    return (
+        event.get("grant_type") == "refresh_token"
+        and "refresh_token" not in response
+        and "error" not in response
+    )
+
+
+def _expired(entry: dict[str, Any], now: int) -> bool:
+    try:
+        return int(entry["expires_on"]) < now
+    except (KeyError, TypeError, ValueError):
+        return False
+
+
+def _parse(data: str | bytes) -> dict[str, Any]:
+    """Decode a cache document, insisting on the shape msal will index into."""
+    try:
+        state = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise _BadContentError(f"not valid JSON: {type(error).__name__}") from None
+    if not isinstance(state, dict):
+        raise _BadContentError(f"a JSON {type(state).__name__}, not an object")
+    for section in _SECTIONS.intersection(state):
+        entries = state[section]
+        if not isinstance(entries, dict) or not all(isinstance(e, dict) for e in entries.values()):
+            raise _BadContentError(f"section {section} is not a mapping of entries")
+    return state
+
+
+def _flush_at_exit() -> None:
+    for cache in list(_LIVE_CACHES):
+        try:
+            cache.flush()
+        except (CacheFileError, TimeoutError) as error:
+            _LOG.warning("could not write pending tokens to %s at exit: %s", cache.path, error)
+
+
+def _after_fork_in_child() -> None:
+    for cache in list(_LIVE_CACHES):
+        cache._forget_after_fork()  # noqa: SLF001 - module-private protocol
+
+
+atexit.register(_flush_at_exit)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
