@@ -156,7 +156,8 @@ class FilePersistence:
         try:
             fd = os.open(temp, flags, FILE_MODE)
         except OSError as error:
-            raise CacheFileError.from_os_error(self.path.parent, "write", error) from None
+            reason = f"cannot create a file in {self.path.parent}: {error.strerror}"
+            raise CacheFileError(str(self.path), "write", reason, error.errno) from None
         try:
             try:
                 view = memoryview(data)

@@ -1,0 +1,95 @@
+"""Development sessions. ``nox`` alone runs what CI runs (see .ci/run)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import nox
+
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.reuse_existing_virtualenvs = False
+nox.options.error_on_missing_interpreters = False
+nox.options.sessions = ["lint", "typecheck", "tests", "tests_oldest", "interop", "examples"]
+
+PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
+OLDEST_PYTHON = "3.10"
+# The lowest versions pyproject.toml declares; CI proves they still work.
+OLDEST = ["msal==1.29.0", "portalocker==3.0.0", "platformdirs==4.0.0"]
+ROOT = Path(__file__).parent
+
+
+def _install_tests(session: nox.Session, *extra: str) -> None:
+    session.install("--group", "tests", "-e", ".", *extra)
+
+
+def _pytest(session: nox.Session, *paths: str) -> None:
+    # Coverage follows subprocesses (patch = ["subprocess"]), so the multi-process tests count.
+    session.run("coverage", "erase")
+    session.run("coverage", "run", "-m", "pytest", *paths, *session.posargs)
+    session.run("coverage", "combine", "--quiet")
+    session.run("coverage", "report", "--fail-under=0")
+
+
+@nox.session(python=PYTHONS)
+def tests(session: nox.Session) -> None:
+    """Run the test suite on the newest dependencies."""
+    _install_tests(session)
+    _pytest(session, "tests")
+
+
+@nox.session(python=OLDEST_PYTHON)
+def tests_oldest(session: nox.Session) -> None:
+    """Run the test suite on the oldest declared msal, portalocker and platformdirs."""
+    _install_tests(session)
+    session.install(*OLDEST)
+    _pytest(session, "tests")
+
+
+@nox.session(python=OLDEST_PYTHON)
+def interop(session: nox.Session) -> None:
+    """Mixed processes with msal-extensions (both lock flavours) on portalocker 3.x."""
+    _install_tests(session, "msal-extensions>=1.3", "portalocker<4")
+    session.run("python", "-m", "pytest", "tests_interop", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Check style and formatting with ruff."""
+    session.install("--group", "lint")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """Type-check src/ with mypy --strict."""
+    session.install("--group", "typecheck", "-e", ".")
+    session.run("mypy")
+
+
+@nox.session
+def examples(session: nox.Session) -> None:
+    """Run every script in examples/ against a private temporary cache."""
+    session.install("-e", ".")
+    tmp = Path(session.create_tmp()) / "examples"
+    shutil.rmtree(tmp, ignore_errors=True)
+    for script in sorted((ROOT / "examples").glob("*.py")):
+        tmp.mkdir(parents=True, exist_ok=True)
+        env = {"MSAL_PERSIST_CACHE": str(tmp / script.stem / "token_cache.json")}
+        session.run("python", str(script), env=env)
+        shutil.rmtree(tmp)
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """Install and run the README's main job."""
+    session.install(".")
+    session.run("msal-persist", "demo", *session.posargs)
+
+
+@nox.session(python="3.11")
+def bench(session: nox.Session) -> None:
+    """Benchmarks side by side with msal-extensions and the documented recipe."""
+    session.install(".", "msal-extensions")
+    session.run("python", "benchmarks/run.py", *session.posargs, env={"PYTHONHASHSEED": "0"})
