@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 import nox
 
+
+def _find_pyenv_interpreters() -> None:
+    # pyenv installs every version but puts only the global one on PATH; put 3.10-3.13 there
+    # so that "every installed Python" means what it says, and never let uv download one.
+    root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+    found = [str(p / "bin") for p in sorted(root.glob("3.1[0-3].*")) if (p / "bin").is_dir()]
+    os.environ["PATH"] = os.pathsep.join([*found, os.environ.get("PATH", "")])
+    os.environ.setdefault("UV_PYTHON_DOWNLOADS", "never")
+
+
+_find_pyenv_interpreters()
+
 nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.reuse_existing_virtualenvs = False
-nox.options.error_on_missing_interpreters = False
 nox.options.sessions = ["lint", "typecheck", "tests", "tests_oldest", "interop", "examples"]
 
 PYTHONS = ["3.10", "3.11", "3.12", "3.13"]

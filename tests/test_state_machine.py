@@ -29,7 +29,18 @@ def _b64(payload: dict[str, Any]) -> str:
 
 def _event(user: int, grant_type: str = "password", *, with_refresh_token: bool = True) -> dict:
     uid = f"0000000{user}-0000-4000-8000-000000000000"
-    claims = {"oid": uid, "sub": uid, "tid": TENANT, "preferred_username": f"u{user}@example.test"}
+    now = int(time.time())
+    claims = {
+        "aud": "client",
+        "iat": now,
+        "nbf": now - 60,
+        "exp": now + 3600,
+        "iss": f"https://login.microsoftonline.com/{TENANT}/v2.0",
+        "oid": uid,
+        "sub": uid,
+        "tid": TENANT,
+        "preferred_username": f"u{user}@example.test",
+    }
     response = {
         "access_token": f"at-{uuid.uuid4()}",
         "expires_in": 3600,
@@ -83,7 +94,9 @@ class CacheAgreesWithMemory(RuleBasedStateMachine):
             old = list(cache.search("RefreshToken", query=query))
             cache.add(json.loads(json.dumps(event)), now=now)
             if old:
-                cache.update_rt(old[0], new_rt)
+                # What msal's update_rt() does, with the clock pinned so both caches agree.
+                update = {"secret": new_rt, "last_modification_time": str(now)}
+                cache.modify("RefreshToken", old[0], update)
 
         self._both(refresh)
 

@@ -161,7 +161,7 @@ class CrossProcessLock:
         finally:
             self._fd = None
             try:
-                portalocker.unlock(fd)
+                portalocker.unlock(_Descriptor(fd))
             finally:
                 os.close(fd)
                 self._thread_lock.release()
@@ -231,7 +231,7 @@ class CrossProcessLock:
             if not _names_inode(self.path, fd):
                 # A breaker removed the file between our create and our lock. Whoever owns
                 # the path now is the holder; ours is an orphan.
-                portalocker.unlock(fd)
+                portalocker.unlock(_Descriptor(fd))
                 os.close(fd)
                 return False
         except LockTimeoutError:
@@ -296,7 +296,7 @@ class CrossProcessLock:
                 )
                 return True
             finally:
-                portalocker.unlock(fd)
+                portalocker.unlock(_Descriptor(fd))
         finally:
             os.close(fd)
 
@@ -320,9 +320,21 @@ class _StaleWatch:
         self.next_probe = 0.0
 
 
+class _Descriptor:
+    """A raw descriptor dressed as a file: portalocker 3.0's unlock() insists on fileno()."""
+
+    __slots__ = ("_fd",)
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    def fileno(self) -> int:
+        return self._fd
+
+
 def _try_os_lock(fd: int) -> bool:
     try:
-        portalocker.lock(fd, _NON_BLOCKING)
+        portalocker.lock(_Descriptor(fd), _NON_BLOCKING)
     except portalocker.exceptions.AlreadyLocked:
         return False
     except portalocker.exceptions.LockException as error:
