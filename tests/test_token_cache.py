@@ -359,3 +359,20 @@ def test_forked_child_reads_fresh_and_writes_safely(cache_path: Path) -> None:
         assert report.read() == b"ok"
     os.waitpid(pid, 0)
     assert {a["username"] for a in app.get_accounts()} == {"ada@example.test", "child@example.test"}
+
+
+def test_clear_does_not_keep_a_copy_of_a_corrupt_file(cache_path: Path) -> None:
+    """clear() removes even a corrupt file without setting a copy aside (it may hold tokens)."""
+    cache_path.parent.mkdir()
+    cache_path.write_bytes(b'{"RefreshToken": {"k": {"secret": "rt"}}, broken')
+    assert PersistedTokenCache(cache_path).clear() is True
+    assert list(cache_path.parent.iterdir()) == []
+
+
+def test_clear_refuses_a_read_only_file(cache_path: Path) -> None:
+    """A cache file its owner made read-only is not deleted by clear()."""
+    _signed_in(cache_path)
+    cache_path.chmod(0o400)
+    with pytest.raises(CacheFileError, match="read-only"):
+        PersistedTokenCache(cache_path).clear()
+    assert cache_path.exists()

@@ -147,7 +147,7 @@ class FilePersistence:
             CacheFileError: The file is read-only, the path is a directory, or the directory
                 cannot be created or written. Nothing on disk has changed.
         """
-        self._refuse_read_only()
+        self._refuse_read_only("write")
         self._ensure_directory()
         temp = self.path.with_name(
             f".{self.path.name}.{os.getpid()}-{secrets.token_hex(4)}{_TEMP_SUFFIX}",
@@ -201,7 +201,13 @@ class FilePersistence:
         return target
 
     def remove(self) -> bool:
-        """Delete the file; return whether there was one."""
+        """Delete the file; return whether there was one.
+
+        Raises:
+            CacheFileError: The file is read-only (its owner's intent is honoured, as by
+                :meth:`save`) or cannot be removed.
+        """
+        self._refuse_read_only("remove")
         try:
             os.unlink(self.path)
         except FileNotFoundError:
@@ -233,7 +239,7 @@ class FilePersistence:
             _LOG.debug("removed %d stale temp files next to %s", removed, self.path)
         return removed
 
-    def _refuse_read_only(self) -> None:
+    def _refuse_read_only(self, operation: str) -> None:
         # os.replace would happily swap out a file its owner made read-only (and root
         # ignores permission bits anyway); honour the owner's intent explicitly.
         try:
@@ -241,11 +247,11 @@ class FilePersistence:
         except OSError:
             return
         if stat.S_ISDIR(st.st_mode):
-            raise CacheFileError(str(self.path), "write", "it is a directory")
+            raise CacheFileError(str(self.path), operation, "it is a directory")
         if not st.st_mode & stat.S_IWUSR:
             raise CacheFileError(
                 str(self.path),
-                "write",
+                operation,
                 f"the file is read-only (mode {stat.S_IMODE(st.st_mode):04o})",
             )
 

@@ -34,6 +34,7 @@ from typing import Any, Final
 
 import msal
 
+from ._document import NotACacheError, parse_document
 from ._errors import CacheFileError
 from ._locations import DEFAULT_APP_NAME, CacheLocation, default_cache_path
 from ._lock import DEFAULT_LOCK_TIMEOUT, CrossProcessLock
@@ -46,14 +47,9 @@ _LOG: Final = logging.getLogger("msal_persist")
 LOCK_FILE_SUFFIX: Final = ".lockfile"
 """Appended to the cache path to name the lock file, as every MSAL peer does."""
 
-_SECTIONS: Final = frozenset({"AccessToken", "RefreshToken", "IdToken", "Account", "AppMetadata"})
 _ACCESS_TOKEN: Final = "AccessToken"  # noqa: S105 - a section name
 
 _LIVE_CACHES: weakref.WeakSet[PersistedTokenCache] = weakref.WeakSet()
-
-
-class _BadContentError(ValueError):
-    """The file's bytes are not an msal cache document."""
 
 
 class PersistedTokenCache(msal.SerializableTokenCache):  # type: ignore[misc]  # msal is untyped
@@ -95,6 +91,7 @@ class PersistedTokenCache(msal.SerializableTokenCache):  # type: ignore[misc]  #
         super().__init__()
         self.location: CacheLocation = default_cache_path(app_name, explicit=path)
         self.persistence = FilePersistence(self.location.path, fsync=fsync)
+        self._path_text = str(self.location.path)
         self.lock = CrossProcessLock(
             f"{self.location.path}{LOCK_FILE_SUFFIX}",
             timeout=lock_timeout,
@@ -203,6 +200,24 @@ class PersistedTokenCache(msal.SerializableTokenCache):  # type: ignore[misc]  #
 
     def _refresh(self) -> None:
         """Before a read: reload if the file changed since memory last matched it."""
+        # The common case, a file nobody changed, costs one stat and no lock: msal reads the
+        # cache several times per acquire_token_silent, and a cache hit must stay as cheap
+        # as in memory. A writer in another thread holds _lock, which msal's own read then
+        # waits for.
+        known = self._known.fingerprint
+        if known is not None and self._synced and not self._depth and not self._pending_adds:
+            try:
+                st = os.stat(self._path_text)
+            except OSError:
+                pass
+            else:
+                if (
+                    st.st_mtime_ns == known.mtime_ns
+                    and st.st_ino == known.inode
+                    and st.st_size == known.size
+                    and st.st_dev == known.device
+                ):
+                    return
         with self._lock:
             if self._depth:
                 return  # the transaction synced under the lock; memory is the truth
@@ -215,7 +230,7 @@ class PersistedTokenCache(msal.SerializableTokenCache):  # type: ignore[misc]  #
             snapshot = self.persistence.load()
             try:
                 self._adopt(snapshot, may_quarantine=False)
-            except _BadContentError:
+            except NotACacheError:
                 # Outside the lock, bad bytes may be a peer's in-place write in progress
                 # (msal-extensions truncates, then writes). Look again holding the lock,
                 # where only a finished document or real corruption can be seen.
@@ -231,8 +246,8 @@ class PersistedTokenCache(msal.SerializableTokenCache):  # type: ignore[misc]  #
             self._known, self._synced = snapshot, True
             return
         try:
-            state = _parse(snapshot.data)
-        except _BadContentError as error:
+            state = parse_document(snapshot.data)
+        except NotACacheError as error:
             if not may_quarantine:
                 raise
             moved = self.persistence.quarantine()
@@ -330,8 +345,8 @@ class PersistedTokenCache(msal.SerializableTokenCache):  # type: ignore[misc]  #
             ValueError: ``state`` is not an msal cache document; nothing was changed.
         """
         try:
-            parsed = _parse(state) if state else {}
-        except _BadContentError as error:
+            parsed = parse_document(state) if state else {}
+        except NotACacheError as error:
             raise ValueError(f"not an msal token cache document: {error}") from None
         with self.transaction():
             self._cache = parsed
@@ -340,15 +355,26 @@ class PersistedTokenCache(msal.SerializableTokenCache):  # type: ignore[misc]  #
     def clear(self) -> bool:
         """Delete every token of every account: remove the file, under the lock.
 
-        Every process sharing the file sees an empty cache from its next read on.
+        Every process sharing the file sees an empty cache from its next read on. The file
+        is not read first, so even a corrupt one goes without leaving a set-aside copy.
         Returns whether there was a file.
+
+        Raises:
+            CacheFileError: The file is read-only or cannot be removed.
         """
-        with self.transaction():
-            existed = self.persistence.remove()
-            self._replace_state({})
-            self._known = Snapshot(None, None)
-            self._pending_adds.clear()
-            self._lazy_removals.clear()
+        with self._lock:
+            outermost = not self._depth
+            if outermost:
+                self.lock.acquire()
+            try:
+                existed = self.persistence.remove()
+                self._replace_state({})
+                self._known, self._synced = Snapshot(None, None), True
+                self._pending_adds.clear()
+                self._lazy_removals.clear()
+            finally:
+                if outermost:
+                    self.lock.release()
             return existed
 
     def flush(self) -> None:
@@ -384,21 +410,6 @@ def _expired(entry: dict[str, Any], now: int) -> bool:
         return int(entry["expires_on"]) < now
     except (KeyError, TypeError, ValueError):
         return False
-
-
-def _parse(data: str | bytes) -> dict[str, Any]:
-    """Decode a cache document, insisting on the shape msal will index into."""
-    try:
-        state = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as error:
-        raise _BadContentError(f"not valid JSON: {type(error).__name__}") from None
-    if not isinstance(state, dict):
-        raise _BadContentError(f"a JSON {type(state).__name__}, not an object")
-    for section in _SECTIONS.intersection(state):
-        entries = state[section]
-        if not isinstance(entries, dict) or not all(isinstance(e, dict) for e in entries.values()):
-            raise _BadContentError(f"section {section} is not a mapping of entries")
-    return state
 
 
 def _flush_at_exit() -> None:

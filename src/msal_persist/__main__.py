@@ -1,0 +1,8 @@
+"""Run the command line tool: ``python -m msal_persist``."""
+
+from __future__ import annotations
+
+from ._cli import main
+
+if __name__ == "__main__":
+    raise SystemExit(main())
