@@ -163,9 +163,18 @@ def test_lock_file_of_a_killed_holder_is_broken_quickly(lock_path: Path, holder:
     assert lock.broken == 1
 
 
-def test_unknown_holder_is_broken_after_the_grace_period(lock_path: Path) -> None:
-    """A lock file with no OS lock and no readable pid is broken once the grace period ends."""
+def test_pidless_unlocked_lock_file_is_broken_after_two_seconds(lock_path: Path) -> None:
+    """A lock file with no OS lock and no pid (its creator died at once) is broken in ~2 s."""
     lock_path.write_bytes(b"")
+    lock = CrossProcessLock(lock_path, timeout=10)
+    with lock:
+        pass
+    assert lock.broken == 1
+
+
+def test_live_pid_without_os_lock_is_broken_after_the_grace_period(lock_path: Path) -> None:
+    """A lock file naming a live pid but holding no OS lock is broken once stale_grace ends."""
+    lock_path.write_text(f"{os.getppid()} someone-hung")
     lock = CrossProcessLock(lock_path, timeout=10, stale_grace=1.0)
     with lock:
         pass

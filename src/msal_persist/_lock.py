@@ -37,6 +37,8 @@ DEFAULT_LOCK_TIMEOUT: Final = 30.0
 """Seconds to wait for the lock before :class:`LockTimeoutError`."""
 STALE_CHECK_AFTER: Final = 0.5
 """Seconds one lock file must stay unchanged before its holder is examined."""
+NO_PID_GRACE: Final = 2.0
+"""Seconds after which a lock file with neither an OS lock nor a recorded pid is broken."""
 DEFAULT_STALE_GRACE: Final = 10.0
 """Seconds after which a lock file no OS lock protects is broken even if its pid looks alive."""
 
@@ -283,7 +285,11 @@ class CrossProcessLock:
             try:
                 pid = _parse_pid(os.pread(fd, 64, 0))
                 dead = pid is not None and not pid_is_running(pid)
-                if not (dead or age >= self.stale_grace):
+                # Every peer records its pid right after creating the file (msal-extensions'
+                # portalocker flavour a moment later); no OS lock and still no pid after a
+                # while means its creator died in between.
+                abandoned = pid is None and age >= NO_PID_GRACE
+                if not (dead or abandoned or age >= self.stale_grace):
                     return False
                 if not _names_inode(self.path, fd):
                     return True
@@ -292,7 +298,7 @@ class CrossProcessLock:
                 _LOG.warning(
                     "removed stale lock file %s left by %s",
                     self.path,
-                    f"dead process {pid}" if dead else f"pid {pid} after {age:.1f} s",
+                    f"dead process {pid}" if dead else f"pid {pid} after {age:.1f} s unchanged",
                 )
                 return True
             finally:

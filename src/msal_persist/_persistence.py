@@ -12,6 +12,7 @@ import logging
 import os
 import secrets
 import stat
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -165,10 +166,16 @@ class FilePersistence:
                     view = view[os.write(fd, view) :]
                 if self.fsync:
                     os.fsync(fd)
+                os.replace(temp, self.path)
+                # Stamp the file with the moment it became visible, not the earlier moment
+                # its bytes were written: peers such as msal-extensions reload only when the
+                # mtime is later than the clock they read after their last load, and would
+                # otherwise miss this version and write older tokens over it.
+                now = time.time_ns()
+                os.utime(fd if os.utime in os.supports_fd else self.path, ns=(now, now))
                 fingerprint = Fingerprint.from_stat(os.fstat(fd))
             finally:
                 os.close(fd)
-            os.replace(temp, self.path)
         except OSError as error:
             _unlink_quietly(temp)
             raise CacheFileError.from_os_error(self.path, "write", error) from None

@@ -44,6 +44,9 @@ __all__ = ["LOCK_FILE_SUFFIX", "PersistedTokenCache"]
 
 _LOG: Final = logging.getLogger("msal_persist")
 
+SETTLE_SECONDS: Final = 0.5
+"""How long unparsable bytes must stay unchanged, under the lock, before they are set aside."""
+
 LOCK_FILE_SUFFIX: Final = ".lockfile"
 """Appended to the cache path to name the lock file, as every MSAL peer does."""
 
@@ -250,6 +253,10 @@ class PersistedTokenCache(msal.SerializableTokenCache):  # type: ignore[misc]  #
         except NotACacheError as error:
             if not may_quarantine:
                 raise
+            settled = self._settle(snapshot)
+            if settled is not None:
+                self._adopt(settled, may_quarantine=False)
+                return
             moved = self.persistence.quarantine()
             _LOG.warning(
                 "token cache %s is not an msal cache document (%s); moved it to %s and "
@@ -265,6 +272,31 @@ class PersistedTokenCache(msal.SerializableTokenCache):  # type: ignore[misc]  #
         self._replace_state(state)
         self._known, self._synced = snapshot, True
         _LOG.debug("reloaded %s (%d bytes)", self.persistence.path, len(snapshot.data))
+
+    def _settle(self, snapshot: Snapshot) -> Snapshot | None:
+        """Under the lock, give bad bytes time to become a document; ``None`` if they don't.
+
+        Writers that ignore the lock (msal's own recipe rewrites the file in place) can
+        still be mid-write. Bytes are judged corrupt only once they stayed the same and
+        unparsable for SETTLE_SECONDS; a version that parses or a vanished file is returned.
+        """
+        started = stable_since = time.monotonic()
+        while time.monotonic() - stable_since < SETTLE_SECONDS:
+            if time.monotonic() - started > 10 * SETTLE_SECONDS:
+                break  # bytes that never stop changing and never parse: judge them anyway
+            time.sleep(SETTLE_SECONDS / 10)
+            again = self.persistence.load()
+            if again.data != snapshot.data:
+                stable_since = time.monotonic()
+            snapshot = again
+            if snapshot.data is None:
+                return snapshot
+            try:
+                parse_document(snapshot.data)
+            except NotACacheError:
+                continue
+            return snapshot
+        return None
 
     def _replace_state(self, state: dict[str, Any]) -> None:
         self._cache = state

@@ -1,0 +1,95 @@
+"""Fixtures for the interop tests: a private cache per test, and a report of what was measured.
+
+These tests need msal-extensions (``nox -s interop`` installs it). Every number a test
+measures (lost updates, torn reads, stalls, stale-lock delays) is recorded with pytest's
+``record_property`` (so it lands in JUnit XML) and printed in an "interop measurements"
+section at the end of the run.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+try:
+    import msal_extensions  # noqa: F401 - fail early, with a reason, if it is missing
+except ImportError as error:  # pragma: no cover - depends on the environment
+    msg = "tests_interop needs msal-extensions installed (run: nox -s interop)"
+    raise ImportError(msg) from error
+
+from interop_helpers import Measure
+
+MEASUREMENTS = pytest.StashKey[list[tuple[str, str, object]]]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Start an empty list of measurements."""
+    config.stash[MEASUREMENTS] = []
+
+
+def pytest_report_header() -> list[str]:
+    """Name the versions of everything that shares the cache file."""
+    names = ("msal", "msal-extensions", "portalocker")
+    versions = ", ".join(f"{name} {importlib.metadata.version(name)}" for name in names)
+    return [f"interop peers: {versions}"]
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Print every measurement, by test."""
+    measurements = terminalreporter.config.stash.get(MEASUREMENTS, [])
+    if not measurements:
+        return
+    terminalreporter.section("interop measurements")
+    last = None
+    for nodeid, name, value in measurements:
+        if nodeid != last:
+            terminalreporter.write_line(nodeid.rpartition("::")[2])
+            last = nodeid
+        terminalreporter.write_line(f"    {name}: {value}")
+
+
+@pytest.fixture
+def measure(
+    request: pytest.FixtureRequest, record_property: Callable[[str, object], None]
+) -> Measure:
+    """Record one measured number (or short text) for the report and for JUnit XML."""
+
+    def record(name: str, value: object) -> None:
+        if isinstance(value, float):
+            value = round(value, 4)
+        record_property(name, value)
+        request.config.stash[MEASUREMENTS].append((request.node.nodeid, name, value))
+        print(f"{name}: {value}")
+
+    return record
+
+
+@pytest.fixture
+def cache_path(tmp_path: Path) -> Path:
+    """A cache file path in a fresh directory (the file does not exist yet)."""
+    directory = tmp_path / "cache"
+    directory.mkdir(mode=0o700)
+    return directory / "token_cache.json"
+
+
+@pytest.fixture(autouse=True)
+def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail any test that tries to reach the network: msal must only talk to the stand-in."""
+
+    def refuse(*_args: object, **_kwargs: object) -> None:
+        msg = "network access attempted in a test"
+        raise AssertionError(msg)
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Keep the developer's own cache and runtime dir out of reach of every test."""
+    monkeypatch.delenv("MSAL_PERSIST_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
