@@ -104,6 +104,7 @@ class PersistedTokenCache(msal.SerializableTokenCache):  # type: ignore[misc]  #
         self._known: Snapshot = Snapshot(None, None)
         self._pending_adds: list[tuple[dict[str, Any], int]] = []
         self._lazy_removals: list[dict[str, Any]] = []
+        self._in_search = threading.local()
         self._warned_mode = False
         self._swept_temp_files = False
         _LIVE_CACHES.add(self)
@@ -312,15 +313,28 @@ class PersistedTokenCache(msal.SerializableTokenCache):  # type: ignore[misc]  #
                 self.persistence.path,
             )
 
-    def search(self, credential_type: str, *args: Any, **kwargs: Any) -> Any:
+    def search(self, credential_type: str, *args: Any, **kwargs: Any) -> Iterator[Any]:
         """Like msal's ``search``, on the newest content of the file."""
         self._refresh()
-        return super().search(credential_type, *args, **kwargs)
+        entries = super().search(credential_type, *args, **kwargs)
+        # msal's first step looks the access token up through _get(); the cache was just
+        # refreshed, so that lookup need not stat the file a second time. Only msal's own
+        # code runs during this step, and the flag is down before anything is yielded.
+        self._in_search.active = True
+        try:
+            first = next(entries)
+        except StopIteration:
+            return
+        finally:
+            self._in_search.active = False
+        yield first
+        yield from entries
 
     def _get(self, credential_type: str, key: str, default: Any = None) -> Any:
         # msal's ClientApplication reaches this directly (through _get_app_metadata and
         # _get_access_token), bypassing search(): it must see fresh data too.
-        self._refresh()
+        if not getattr(self._in_search, "active", False):
+            self._refresh()
         return super()._get(credential_type, key, default)
 
     def serialize(self) -> str:
