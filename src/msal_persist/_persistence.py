@@ -137,12 +137,13 @@ class FilePersistence:
         self.loads += 1
         return Snapshot(b"".join(chunks), Fingerprint.from_stat(st), stat.S_IMODE(st.st_mode))
 
-    def save(self, data: bytes) -> Fingerprint:
+    def save(self, data: bytes, *, sync_directory: bool = True) -> Fingerprint:
         """Replace the file with ``data`` atomically and return the new file's fingerprint.
 
         The bytes go to a private temp file in the same directory (same file system, so the
         final rename is atomic), which is flushed and fsynced before ``os.replace`` puts it in
-        place; then the directory is fsynced so the rename itself survives a power loss.
+        place; then (unless ``sync_directory`` is false) the directory is fsynced so the
+        rename itself survives a power loss.
 
         Raises:
             CacheFileError: The file is read-only, the path is a directory, or the directory
@@ -182,11 +183,20 @@ class FilePersistence:
         except BaseException:
             _unlink_quietly(temp)
             raise
-        if self.fsync:
-            _fsync_directory(self.path.parent)
+        if sync_directory:
+            self.sync_directory()
         self.saves += 1
         _LOG.debug("wrote %d bytes to %s", len(data), self.path)
         return fingerprint
+
+    def sync_directory(self) -> None:
+        """Make the last rename durable: fsync the directory (if ``fsync`` is on).
+
+        :meth:`save` does this itself unless told ``sync_directory=False``, for a caller
+        that would rather do it after releasing a lock.
+        """
+        if self.fsync:
+            _fsync_directory(self.path.parent)
 
     def quarantine(self) -> Path | None:
         """Move the current file aside to ``<path>.corrupt-<UTC timestamp>``; keep its bytes.

@@ -148,17 +148,21 @@ class PersistedTokenCache(msal.SerializableTokenCache):  # type: ignore[misc]  #
                 return
             self.lock.acquire()
             self._depth = 1
-            committed = False
+            committed = wrote = False
             try:
                 self._sync_locked()
                 yield
-                self._commit_locked()
+                wrote = self._commit_locked()
                 committed = True
             finally:
                 self._depth = 0
                 if not committed:
                     self._synced = False  # memory may hold half a change; trust the file
                 self.lock.release()
+            if wrote:
+                # The rename is already visible to everyone; making it durable needs no
+                # lock, and holding the lock for it would make every waiter wait longer.
+                self.persistence.sync_directory()
 
     def _sync_locked(self) -> None:
         """Under the lock: make memory match the newest file content, proven by its bytes."""
@@ -185,20 +189,26 @@ class PersistedTokenCache(msal.SerializableTokenCache):  # type: ignore[misc]  #
                     msal.SerializableTokenCache.modify(self, _ACCESS_TOKEN, entry)
             self._lazy_removals.clear()
 
-    def _commit_locked(self) -> None:
+    def _commit_locked(self) -> bool:
+        """Write memory to the file if it changed; return whether a file was written."""
         if not self.has_state_changed:
-            return
+            return False
+        self.has_state_changed = False
         if not self._known.exists and not any(self._cache.values()):
             # Nothing to keep and no file: do not create one (a deleted cache means empty).
-            self.has_state_changed = False
-            return
+            return False
         # The C encoder, compact: the same document msal's indent=4 (pure-Python encoder)
         # describes, several times faster.
         data = json.dumps(self._cache, separators=(",", ":")).encode()
-        if data != self._known.data:
-            fingerprint = self.persistence.save(data)
-            self._known = Snapshot(data, fingerprint, 0o600)
-        self.has_state_changed = False
+        if data == self._known.data:
+            return False
+        try:
+            fingerprint = self.persistence.save(data, sync_directory=False)
+        except BaseException:
+            self.has_state_changed = True
+            raise
+        self._known = Snapshot(data, fingerprint, 0o600)
+        return True
 
     # -- reads ----------------------------------------------------------------------------
 
