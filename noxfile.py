@@ -22,7 +22,15 @@ _find_pyenv_interpreters()
 
 nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.reuse_existing_virtualenvs = False
-nox.options.sessions = ["lint", "typecheck", "tests", "tests_oldest", "interop", "examples"]
+nox.options.sessions = [
+    "lint",
+    "typecheck",
+    "tests",
+    "tests_fast",
+    "tests_oldest",
+    "interop",
+    "examples",
+]
 
 PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
 OLDEST_PYTHON = "3.10"
@@ -31,8 +39,8 @@ OLDEST = ["msal==1.29.0", "portalocker==3.0.0", "platformdirs==4.0.0"]
 ROOT = Path(__file__).parent
 
 
-def _install_tests(session: nox.Session, *extra: str) -> None:
-    session.install("--group", "tests", "-e", ".", *extra)
+def _install_tests(session: nox.Session, *extra: str, project: str = ".") -> None:
+    session.install("--group", "tests", "-e", project, *extra)
 
 
 def _pytest(session: nox.Session, *paths: str) -> None:
@@ -47,6 +55,13 @@ def _pytest(session: nox.Session, *paths: str) -> None:
 def tests(session: nox.Session) -> None:
     """Run the test suite on the newest dependencies."""
     _install_tests(session)
+    _pytest(session, "tests")
+
+
+@nox.session(python="3.12")
+def tests_fast(session: nox.Session) -> None:
+    """Run the test suite with the optional orjson codec (the "fast" extra)."""
+    _install_tests(session, project=".[fast]")
     _pytest(session, "tests")
 
 
@@ -103,5 +118,6 @@ def demo(session: nox.Session) -> None:
 @nox.session(python="3.11")
 def bench(session: nox.Session) -> None:
     """Benchmarks side by side with msal-extensions and the documented recipe."""
-    session.install(".", "msal-extensions")
-    session.run("python", "benchmarks/run.py", *session.posargs, env={"PYTHONHASHSEED": "0"})
+    session.install(".[fast]" if "--fast" in session.posargs else ".", "msal-extensions")
+    args = [a for a in session.posargs if a != "--fast"]
+    session.run("python", "benchmarks/run.py", *args, env={"PYTHONHASHSEED": "0"})

@@ -376,3 +376,25 @@ def test_clear_refuses_a_read_only_file(cache_path: Path) -> None:
     with pytest.raises(CacheFileError, match="read-only"):
         PersistedTokenCache(cache_path).clear()
     assert cache_path.exists()
+
+
+def test_write_proves_unchanged_by_bytes_not_by_fingerprint(cache_path: Path) -> None:
+    """A rewrite that keeps inode, size and mtime is still picked up before the next write."""
+    _, authority, app = _signed_in(cache_path, "ab@example.test")
+    app.get_accounts()  # memory now matches the file and its fingerprint
+    original = cache_path.stat()
+    # Another user of the same length, written in place, with the old mtime put back: the
+    # stat fingerprint (device, inode, size, mtime) cannot tell the difference.
+    other = PersistedTokenCache(cache_path.with_name("other.json"))
+    authority.sign_in(authority.public_client(token_cache=other), "cd@example.test")
+    replacement = cache_path.with_name("other.json").read_bytes()
+    assert len(replacement) == original.st_size  # same-length usernames, same-length tokens
+    with cache_path.open("r+b") as handle:
+        handle.write(replacement)
+    os.utime(cache_path, ns=(original.st_atime_ns, original.st_mtime_ns))
+    assert cache_path.stat().st_ino == original.st_ino
+    assert cache_path.stat().st_mtime_ns == original.st_mtime_ns
+
+    authority.sign_in(app, "ef@example.test")  # a write: must build on the rewritten bytes
+
+    assert _usernames(json.loads(cache_path.read_text())) == {"cd@example.test", "ef@example.test"}

@@ -34,7 +34,7 @@ from typing import Any, Final
 
 import msal
 
-from ._document import NotACacheError, parse_document
+from ._document import NotACacheError, encode_document, parse_document
 from ._errors import CacheFileError
 from ._locations import DEFAULT_APP_NAME, CacheLocation, default_cache_path
 from ._lock import DEFAULT_LOCK_TIMEOUT, CrossProcessLock
@@ -197,9 +197,7 @@ class PersistedTokenCache(msal.SerializableTokenCache):  # type: ignore[misc]  #
         if not self._known.exists and not any(self._cache.values()):
             # Nothing to keep and no file: do not create one (a deleted cache means empty).
             return False
-        # The C encoder, compact: the same document msal's indent=4 (pure-Python encoder)
-        # describes, several times faster.
-        data = json.dumps(self._cache, separators=(",", ":")).encode()
+        data = encode_document(self._cache)
         if data == self._known.data:
             return False
         try:
