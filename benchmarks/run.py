@@ -561,6 +561,12 @@ def machine_info(tmp_root: str) -> list[tuple[str, str]]:
         ("msal-extensions", version("msal-extensions")),
         ("portalocker", version("portalocker")),
         ("msal-persist", f"{version('msal-persist')} (imported from {persist_from})"),
+        (
+            "msal-persist codec",
+            f"orjson {version('orjson')} (the 'fast' extra)"
+            if version("orjson") != "not installed"
+            else "stdlib json (default install)",
+        ),
         ("temp dir", f"{tmp_root}: {file_system_of(tmp_root)}"),
         ("msal-extensions lock", f"**{flavour}**: {description}"),
     ]

@@ -9,11 +9,17 @@ section at the end of the run.
 from __future__ import annotations
 
 import importlib.metadata
-import socket
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+# The autouse fixtures (no network, no developer environment) are the unit tests' own.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from shared_fixtures import _isolated_environment, _no_network
+
+__all__ = ["_isolated_environment", "_no_network", "cache_path", "measure"]
 
 try:
     import msal_extensions  # noqa: F401 - fail early, with a reason, if it is missing
@@ -74,22 +80,3 @@ def cache_path(tmp_path: Path) -> Path:
     directory = tmp_path / "cache"
     directory.mkdir(mode=0o700)
     return directory / "token_cache.json"
-
-
-@pytest.fixture(autouse=True)
-def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Fail any test that tries to reach the network: msal must only talk to the stand-in."""
-
-    def refuse(*_args: object, **_kwargs: object) -> None:
-        msg = "network access attempted in a test"
-        raise AssertionError(msg)
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-
-
-@pytest.fixture(autouse=True)
-def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Keep the developer's own cache and runtime dir out of reach of every test."""
-    monkeypatch.delenv("MSAL_PERSIST_CACHE", raising=False)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
-    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)

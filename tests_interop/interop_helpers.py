@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from process_helpers import stop
+
 HERE = Path(__file__).resolve().parent
 SRC = HERE.parent / "src"
 PEER_SCRIPT = HERE / "peer_helpers.py"
@@ -115,16 +117,6 @@ def kill_hard(proc: subprocess.Popen[str]) -> None:
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=10)
     assert proc.returncode == -signal.SIGKILL
-
-
-def stop(proc: subprocess.Popen[str]) -> None:
-    """Kill ``proc`` if it still runs, reap it and close its pipes."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=10)
-    for stream in (proc.stdin, proc.stdout, proc.stderr):
-        if stream is not None and not stream.closed:
-            stream.close()
 
 
 def read_document(path: Path) -> dict[str, Any]:
