@@ -269,3 +269,22 @@ def test_forked_child_does_not_inherit_the_held_lock(lock_path: Path) -> None:
             probe, portalocker.LockFlags.EXCLUSIVE | portalocker.LockFlags.NON_BLOCKING
         )
     lock.release()
+
+
+def test_thread_waiting_past_the_timeout_names_this_process(lock_path: Path) -> None:
+    """A second thread of the holding process gets LockTimeoutError with this process's pid."""
+    lock = CrossProcessLock(lock_path, timeout=0.2)
+    errors: list[LockTimeoutError] = []
+
+    def second() -> None:
+        try:
+            lock.acquire()
+        except LockTimeoutError as error:
+            errors.append(error)
+
+    with lock:
+        thread = threading.Thread(target=second)
+        thread.start()
+        thread.join(timeout=10)
+    assert [e.holder_pid for e in errors] == [os.getpid()]
+    assert repr(lock) == f"CrossProcessLock({str(lock_path)!r}, held=False)"

@@ -398,3 +398,62 @@ def test_write_proves_unchanged_by_bytes_not_by_fingerprint(cache_path: Path) ->
     authority.sign_in(app, "ef@example.test")  # a write: must build on the rewritten bytes
 
     assert _usernames(json.loads(cache_path.read_text())) == {"cd@example.test", "ef@example.test"}
+
+
+def test_nested_transactions_join_the_outermost(cache_path: Path) -> None:
+    """A transaction inside a transaction takes no second lock and writes once, at the end."""
+    cache, authority, app = _signed_in(cache_path)
+    saves, locks = cache.persistence.saves, cache.lock.acquisitions
+    with cache.transaction():
+        with cache.transaction():
+            authority.sign_in(app, "inner@example.test")
+        assert cache.persistence.saves == saves  # nothing written before the outer end
+        authority.sign_in(app, "outer@example.test")
+    assert (cache.persistence.saves, cache.lock.acquisitions) == (saves + 1, locks + 1)
+    assert len(json.loads(cache_path.read_text())["Account"]) == 3
+
+
+def test_bytes_that_become_a_document_under_the_lock_are_not_set_aside(cache_path: Path) -> None:
+    """Unparsable bytes that a lock-ignoring writer completes within the settle time are kept."""
+    _signed_in(cache_path, "kept@example.test")
+    good = cache_path.read_bytes()
+    cache_path.write_bytes(good[:10])  # an in-place writer (ignoring the lock) is mid-write
+    finisher = threading.Timer(0.2, cache_path.write_bytes, args=(good,))
+    finisher.start()
+    try:
+        cache, authority, app = _signed_in(cache_path, "new@example.test")
+    finally:
+        finisher.join()
+    assert list(cache_path.parent.glob("*.corrupt-*")) == []
+    assert _usernames(json.loads(cache_path.read_text())) == {
+        "kept@example.test",
+        "new@example.test",
+    }
+
+
+def test_flush_writes_a_refresh_whose_token_was_not_rotated(cache_path: Path) -> None:
+    """A refresh answered without a new refresh token is written by flush() (and at exit)."""
+    cache, _, app = _signed_in(cache_path)
+    account = app.get_accounts()[0]
+    event = {
+        "client_id": "c",
+        "scope": ["User.Read"],
+        "token_endpoint": "https://login.microsoftonline.com/t/oauth2/v2.0/token",
+        "grant_type": "refresh_token",
+        "environment": account["environment"],
+        "response": {"access_token": "fresh-at", "expires_in": 3600},
+        "data": {},
+    }
+    cache.add(event)  # msal would call update_rt() next; the authority sent no new one
+    saves = cache.persistence.saves
+    cache.flush()
+    assert cache.persistence.saves == saves + 1
+    assert "fresh-at" in cache_path.read_text()
+
+
+def test_deserialize_of_nothing_empties_the_cache(cache_path: Path) -> None:
+    """deserialize(None) or deserialize("") leaves an empty cache on disk, as msal's does."""
+    cache, _, app = _signed_in(cache_path)
+    cache.deserialize("")
+    assert app.get_accounts() == []
+    assert json.loads(cache_path.read_text()) == {}
