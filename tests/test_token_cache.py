@@ -421,7 +421,7 @@ def test_bytes_that_become_a_document_under_the_lock_are_not_set_aside(cache_pat
     finisher = threading.Timer(0.2, cache_path.write_bytes, args=(good,))
     finisher.start()
     try:
-        cache, authority, app = _signed_in(cache_path, "new@example.test")
+        _signed_in(cache_path, "new@example.test")
     finally:
         finisher.join()
     assert list(cache_path.parent.glob("*.corrupt-*")) == []
