@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import sys
@@ -288,3 +289,41 @@ def test_thread_waiting_past_the_timeout_names_this_process(lock_path: Path) -> 
         thread.join(timeout=10)
     assert [e.holder_pid for e in errors] == [os.getpid()]
     assert repr(lock) == f"CrossProcessLock({str(lock_path)!r}, held=False)"
+
+
+TAKE_TURNS = """
+    import os, sys, time
+    from pathlib import Path
+    from msal_persist import CrossProcessLock
+    from process_helpers import wait_for_barrier
+    lock_path, log, rounds = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
+    lock = CrossProcessLock(lock_path)
+    wait_for_barrier(Path(lock_path + ".barrier"), int(sys.argv[4]))
+    for _ in range(rounds):
+        with lock:  # back to back: a greedy holder would lock again before anyone else
+            with log.open("a") as out:
+                out.write(f"{os.getpid()}\\n")
+            time.sleep(0.001)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="waiters use Linux inotify")
+def test_back_to_back_holders_take_turns(tmp_path: Path, lock_path: Path) -> None:
+    """Processes that lock again at once still take turns: nobody is starved."""
+    log = tmp_path / "order"
+    processes, rounds = 3, 40
+    args = (str(lock_path), str(log), str(rounds), str(processes))
+    run_workers([python_command(TAKE_TURNS, *args) for _ in range(processes)])
+    order = log.read_text().split()
+    assert len(order) == processes * rounds
+    # With polling waiters the releaser took the lock again every time (runs of 40);
+    # a run of a few can happen while the others are still arriving at the lock.
+    assert _longest_run(order) <= 8, order
+
+
+def _longest_run(items: list[str]) -> int:
+    longest = current = 1
+    for before, after in itertools.pairwise(items):
+        current = current + 1 if before == after else 1
+        longest = max(longest, current)
+    return longest
