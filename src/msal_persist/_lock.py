@@ -15,7 +15,9 @@ moment it started waiting) to the current lock file; at a release every waiter r
 tickets of the file just deleted and the earliest tries first; and a holder that finds
 tickets in its file at release steps aside briefly before locking again, so a process that
 locks back to back cannot starve the others. Without inotify (other systems, network file
-systems) waiters poll with a short, growing, jittered sleep.
+systems) waiters poll with a short, growing, jittered sleep. Peers that poll leave no trace,
+so under sustained contention msal-persist processes keep off the lock during shared gap
+windows, which every poller sees in time (see ``_leave_room_for_peers``).
 
 This module knows nothing of msal or of the cache file.
 """
@@ -111,6 +113,7 @@ class CrossProcessLock:
         self._fd: int | None = None
         self._record_length = 0
         self._yield_until = 0.0
+        self._contended_since = self._contended_last = -1.0
         self._events: _DirectoryEvents | Literal[False] | None = None
         _LIVE_LOCKS.add(self)
 
@@ -173,6 +176,7 @@ class CrossProcessLock:
             # this release, or a holder that locks again at once would starve them.
             if os.fstat(fd).st_size > self._record_length:
                 self._yield_until = time.monotonic() + _YIELD_TIME
+                self._note_contention()
             # Unlink while still holding the OS lock: a waiter that opened the old inode and
             # gets its OS lock after us finds the path no longer names it and retries,
             # instead of believing it holds a lock nobody else can see.
@@ -210,11 +214,15 @@ class CrossProcessLock:
             while True:
                 if events is not None:
                     events.clear()
+                self._leave_room_for_peers(deadline)
                 fd = self._create()
                 if fd is not None and self._lock_created(fd, deadline):
+                    if waited:
+                        self._note_contention()
                     return waited
                 if fd is None and self._break_if_stale(watch):
                     continue
+                self._note_contention()
                 now = time.monotonic()
                 if deadline is not None and now >= deadline:
                     raise LockTimeoutError(str(self.path), self.timeout or 0.0, self.holder_pid())
@@ -258,6 +266,32 @@ class CrossProcessLock:
             if self._events:
                 weakref.finalize(self, self._events.close)
         return self._events or None
+
+    def _note_contention(self) -> None:
+        now = time.monotonic()
+        if now - self._contended_last > _STILL_CONTENDED:
+            self._contended_since = now
+        self._contended_last = now
+
+    def _leave_room_for_peers(self, deadline: float | None) -> None:
+        """Under sustained contention, keep off the lock during the shared gap windows.
+
+        msal-extensions and msal-node poll every 0.1-0.25 s and give up after 5 s; they
+        leave no trace while they wait. When msal-persist processes hand the lock to each
+        other back to back, the lock file would always exist when such a peer looks. So a
+        process that has been contending for a while does not take the lock during the
+        first _GAP_LENGTH of every _GAP_PERIOD of the host's monotonic clock (the same clock
+        in every process, so the windows line up): every poller finds it free in time.
+        """
+        now = time.monotonic()
+        if (
+            now - self._contended_last > _STILL_CONTENDED
+            or now - self._contended_since < _SUSTAINED_CONTENTION
+        ):
+            return
+        phase = now % _GAP_PERIOD
+        if phase < _GAP_LENGTH:
+            time.sleep(_bounded(_GAP_LENGTH - phase, deadline))
 
     def _step_aside(self, deadline: float | None) -> None:
         """After a release that others waited for, let one of them take the lock first."""
@@ -391,6 +425,7 @@ class CrossProcessLock:
 
     def _forget_after_fork(self) -> None:
         self._yield_until = 0.0
+        self._contended_since = self._contended_last = -1.0
         # The parent's inotify queue is shared with us; reading it would steal its events.
         self._events = None
         # The child shares the parent's open file description: unlocking here would release
@@ -536,6 +571,11 @@ _LIBC: Final = _load_inotify()
 _EVENT_HEADER: Final = struct.Struct("iIII")  # wd, mask, cookie, len (then the name)
 _GONE: Final = 0x200 | 0x40  # IN_DELETE | IN_MOVED_FROM
 _CAME: Final = 0x100 | 0x80  # IN_CREATE | IN_MOVED_TO
+_GAP_PERIOD: Final = 2.5
+_GAP_LENGTH: Final = 0.3
+_SUSTAINED_CONTENTION: Final = 0.5
+_STILL_CONTENDED: Final = 0.25
+"""Contended acquisitions this close together count as one sustained contention."""
 _TURN: Final = 0.00015
 """How much later each waiter tries than the one before it in line, after a release."""
 _WAITING: Final = b"+"
