@@ -20,6 +20,18 @@ SEARCH_PATH = [str(Path(msal_persist.__file__).resolve().parents[1]), str(Path(_
 WORKER_TIMEOUT = 90.0
 
 
+HOLD_LOCK = """
+    import sys
+    from msal_persist import CrossProcessLock
+    lock = CrossProcessLock(sys.argv[1])
+    lock.acquire()
+    print("ready", flush=True)
+    sys.stdin.read()  # hold until the parent closes stdin or kills us
+    lock.release()
+"""
+"""A worker (see python_command) that holds the lock file argv[1] until stdin closes."""
+
+
 def cache_worker(command: str, *args: str) -> list[str]:
     """Build a command running one of ``cache_workers.py``'s commands in a fresh interpreter."""
     return [sys.executable, str(Path(__file__).with_name("cache_workers.py")), command, *args]

@@ -25,7 +25,7 @@ import msal_persist
 from msal_persist import PersistedTokenCache
 from msal_persist._cli import main
 from msal_persist.testing import DEFAULT_CLIENT_ID, DEFAULT_SCOPES, LocalAuthority
-from process_helpers import python_command, running, stop, worker_env
+from process_helpers import HOLD_LOCK, python_command, running, stop, worker_env
 
 OTHER_CLIENT_ID = "11111111-1111-4111-8111-111111111111"
 AZURE_CLI_CLIENT_ID = "04b07795-8ddb-461a-bbee-02f9e1bf7b46"
@@ -35,17 +35,6 @@ BOB = "Bob@Example.test"
 EXIT_CODES = {0, 1, 2, 3, 4, 5, 6, 130}
 DOCTOR_LINE = re.compile(r"^(OK  |WARN|FAIL)  [a-z ]+: \S")
 FIX_LINE = re.compile(r"^      fix: \S")
-
-HOLD_LOCK = """
-    import sys
-    from msal_persist import CrossProcessLock
-    lock = CrossProcessLock(sys.argv[1])
-    lock.acquire()
-    print("ready", flush=True)
-    sys.stdin.read()  # hold until the parent closes stdin or kills us
-    lock.release()
-"""
-
 
 # -- helpers --------------------------------------------------------------------------------
 

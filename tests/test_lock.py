@@ -14,17 +14,7 @@ import portalocker
 import pytest
 
 from msal_persist import CacheFileError, CrossProcessLock, LockTimeoutError
-from process_helpers import python_command, run_workers, running
-
-HOLD_LOCK = """
-    import sys, time
-    from msal_persist import CrossProcessLock
-    lock = CrossProcessLock(sys.argv[1])
-    lock.acquire()
-    print("ready", flush=True)
-    sys.stdin.read()  # hold until the parent closes stdin or kills us
-    lock.release()
-"""
+from process_helpers import HOLD_LOCK, python_command, run_workers, running
 
 # How msal-extensions 1.3 without portalocker (and msal-node) hold the lock: create the file
 # exclusively, record "<pid> <argv0>", no OS lock; delete it on release.

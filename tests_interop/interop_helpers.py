@@ -33,6 +33,26 @@ def peer_command(role: str, **args: Any) -> list[str]:
     return [sys.executable, str(PEER_SCRIPT), role, json.dumps(args)]
 
 
+def refresher_commands(cache_path: Path, kinds: Sequence[str], **limit: Any) -> list[str]:
+    """Commands for refreshing peers of ``kinds``, each its own user, behind one barrier.
+
+    ``limit`` is ``refreshes=N`` or ``duration=seconds``.
+    """
+    barrier = cache_path.with_name("barrier")
+    return [
+        peer_command(
+            "refresh",
+            kind=kind,
+            cache=str(cache_path),
+            user=f"{kind}-{i}@example.test",
+            barrier=str(barrier),
+            parties=len(kinds),
+            **limit,
+        )
+        for i, kind in enumerate(kinds)
+    ]
+
+
 def worker_env() -> dict[str, str]:
     """Workers import this checkout's msal_persist even if it is not installed."""
     env = dict(os.environ)

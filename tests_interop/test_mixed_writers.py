@@ -9,9 +9,9 @@ from interop_helpers import (
     FileSampler,
     Measure,
     account_ids,
-    peer_command,
     read_document,
     refresh_tokens,
+    refresher_commands,
     reports,
     run_peers,
 )
@@ -28,21 +28,8 @@ def test_mixed_writers_lose_no_msal_persist_update(
     ext_kind: str, cache_path: Path, measure: Measure
 ) -> None:
     """msal-persist loses no write, never tears the file and never stalls its peers."""
-    parties = PERSIST_WRITERS + EXT_WRITERS
-    barrier = cache_path.with_name("barrier")
     kinds = ["persist"] * PERSIST_WRITERS + [ext_kind] * EXT_WRITERS
-    commands = [
-        peer_command(
-            "refresh",
-            kind=kind,
-            cache=str(cache_path),
-            user=f"{kind}-{i}@example.test",
-            barrier=str(barrier),
-            parties=parties,
-            refreshes=REFRESHES,
-        )
-        for i, kind in enumerate(kinds)
-    ]
+    commands = refresher_commands(cache_path, kinds, refreshes=REFRESHES)
     with FileSampler(cache_path) as sampler:
         outcomes = run_peers(commands)
     results = reports(outcomes)
