@@ -54,7 +54,7 @@ from typing import Any, Final, Literal
 import msal
 
 from . import __version__
-from ._document import NotACacheError, parse_document
+from ._document import SECTIONS, NotACacheError, parse_document
 from ._errors import CacheFileError, CacheLocationError, LockTimeoutError, MsalPersistError
 from ._locations import DEFAULT_APP_NAME, ENV_VAR, CacheLocation, default_cache_path
 from ._lock import DEFAULT_LOCK_TIMEOUT, CrossProcessLock
@@ -93,7 +93,6 @@ _ACCOUNT: Final = "Account"
 _APP_METADATA: Final = "AppMetadata"
 _TOKEN_SECTIONS: Final = (_ACCESS_TOKEN, _REFRESH_TOKEN, _ID_TOKEN)
 _ACCOUNT_SECTIONS: Final = (_ACCOUNT, *_TOKEN_SECTIONS)
-_KNOWN_SECTIONS: Final = frozenset({*_ACCOUNT_SECTIONS, _APP_METADATA})
 _TOKEN_NAMES: Final = {
     _ACCESS_TOKEN: "access token",
     _REFRESH_TOKEN: "refresh token",
@@ -533,7 +532,7 @@ def _inventory(state: Mapping[str, Any], now: float) -> _Inventory:
     other = {
         name: len(value) if isinstance(value, (dict, list)) else 1
         for name, value in state.items()
-        if name not in _KNOWN_SECTIONS
+        if name not in SECTIONS
     }
     ordered = sorted(
         accounts.values(), key=lambda a: (not a.usernames, a.usernames[:1], a.home_account_id)

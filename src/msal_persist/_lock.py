@@ -174,13 +174,14 @@ class CrossProcessLock:
         try:
             # Waiters appended to the file while we held it: step aside for a moment after
             # this release, or a holder that locks again at once would starve them.
-            if os.fstat(fd).st_size > self._record_length:
+            held = os.fstat(fd)
+            if held.st_size > self._record_length:
                 self._yield_until = time.monotonic() + _YIELD_TIME
                 self._note_contention()
             # Unlink while still holding the OS lock: a waiter that opened the old inode and
             # gets its OS lock after us finds the path no longer names it and retries,
             # instead of believing it holds a lock nobody else can see.
-            if _names_inode(self.path, fd):
+            if _names_inode(self.path, held):
                 _unlink(self.path)
             else:
                 _LOG.warning("lock file %s was replaced by another process while held", self.path)
@@ -196,11 +197,9 @@ class CrossProcessLock:
     def holder_pid(self) -> int | None:
         """Return the pid recorded in the lock file, or ``None`` if absent or unreadable."""
         try:
-            text = self.path.read_bytes()[:64]
+            return _parse_pid(self.path.read_bytes()[:64])
         except OSError:
             return None
-        first = text.split(maxsplit=1)[:1]
-        return int(first[0]) if first and first[0].isdigit() else None
 
     def _acquire_file(self, deadline: float | None) -> bool:
         """Loop until this process holds the lock file; return whether it had to wait."""
@@ -227,7 +226,7 @@ class CrossProcessLock:
                 if deadline is not None and now >= deadline:
                     raise LockTimeoutError(str(self.path), self.timeout or 0.0, self.holder_pid())
                 if not waited:
-                    _LOG.debug("waiting for %s (held by pid %s)", self.path, self.holder_pid())
+                    self._log_waiting()
                     waited = True
                     events = self._directory_events()
                     if events is not None:
@@ -244,6 +243,10 @@ class CrossProcessLock:
                 poll = min(poll * 2, _MAX_POLL)
         finally:
             ticket.close()
+
+    def _log_waiting(self) -> None:
+        if _LOG.isEnabledFor(logging.DEBUG):  # holder_pid() reads the file: only if shown
+            _LOG.debug("waiting for %s (held by pid %s)", self.path, self.holder_pid())
 
     def _wait_turn(self, events: _DirectoryEvents, ticket: _Ticket, deadline: float | None) -> None:
         """Sleep in the kernel until it is this waiter's turn to try, or a poll is due.
@@ -338,7 +341,7 @@ class CrossProcessLock:
                     os.close(fd)
                     raise LockTimeoutError(str(self.path), self.timeout or 0.0, None)
                 time.sleep(_FIRST_POLL)
-            if not _names_inode(self.path, fd):
+            if not _names_inode(self.path, os.fstat(fd)):
                 # A breaker removed the file between our create and our lock. Whoever owns
                 # the path now is the holder; ours is an orphan.
                 portalocker.unlock(_Descriptor(fd))
@@ -386,10 +389,6 @@ class CrossProcessLock:
         except FileNotFoundError:
             return True
         except OSError as error:
-            if os.path.isdir(self.path):
-                raise CacheFileError(
-                    str(self.path), "lock", "the lock file is a directory"
-                ) from None
             raise CacheFileError.from_os_error(self.path, "inspect lock file", error) from None
         try:
             st = os.fstat(fd)
@@ -408,7 +407,7 @@ class CrossProcessLock:
                 abandoned = pid is None and age >= NO_PID_GRACE
                 if not (dead or abandoned or age >= self.stale_grace):
                     return False
-                if not _names_inode(self.path, fd):
+                if not _names_inode(self.path, st):
                     return True
                 _unlink(self.path)
                 self.broken += 1
@@ -626,12 +625,12 @@ def _try_os_lock(fd: int) -> bool:
     return True
 
 
-def _names_inode(path: Path, fd: int) -> bool:
+def _names_inode(path: Path, held: os.stat_result) -> bool:
+    """Whether ``path`` still names the file ``held`` (an fstat of our descriptor)."""
     try:
         st = os.stat(path)
     except OSError:
         return False
-    held = os.fstat(fd)
     return (st.st_dev, st.st_ino) == (held.st_dev, held.st_ino)
 
 

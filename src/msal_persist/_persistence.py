@@ -149,8 +149,8 @@ class FilePersistence:
             CacheFileError: The file is read-only, the path is a directory, or the directory
                 cannot be created or written. Nothing on disk has changed.
         """
-        self._refuse_read_only("write")
-        self._ensure_directory()
+        if not self._refuse_read_only("write"):
+            self._ensure_directory()
         temp = self.path.with_name(
             f".{self.path.name}.{os.getpid()}-{secrets.token_hex(4)}{_TEMP_SUFFIX}",
         )
@@ -256,13 +256,14 @@ class FilePersistence:
             _LOG.debug("removed %d stale temp files next to %s", removed, self.path)
         return removed
 
-    def _refuse_read_only(self, operation: str) -> None:
+    def _refuse_read_only(self, operation: str) -> bool:
+        """Raise if the file is read-only or a directory; return whether it exists."""
         # os.replace would happily swap out a file its owner made read-only (and root
         # ignores permission bits anyway); honour the owner's intent explicitly.
         try:
             st = os.stat(self.path)
         except OSError:
-            return
+            return False
         if stat.S_ISDIR(st.st_mode):
             raise CacheFileError(str(self.path), operation, "it is a directory")
         if not st.st_mode & stat.S_IWUSR:
@@ -271,6 +272,7 @@ class FilePersistence:
                 operation,
                 f"the file is read-only (mode {stat.S_IMODE(st.st_mode):04o})",
             )
+        return True
 
     def _ensure_directory(self) -> None:
         parent = self.path.parent

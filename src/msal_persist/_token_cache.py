@@ -38,7 +38,7 @@ from ._document import NotACacheError, encode_document, parse_document
 from ._errors import CacheFileError
 from ._locations import DEFAULT_APP_NAME, CacheLocation, default_cache_path
 from ._lock import DEFAULT_LOCK_TIMEOUT, CrossProcessLock
-from ._persistence import FilePersistence, Snapshot
+from ._persistence import FilePersistence, Fingerprint, Snapshot
 
 __all__ = ["LOCK_FILE_SUFFIX", "PersistedTokenCache"]
 
@@ -216,13 +216,15 @@ class PersistedTokenCache(msal.SerializableTokenCache):  # type: ignore[misc]  #
         # cache several times per acquire_token_silent, and a cache hit must stay as cheap
         # as in memory. A writer in another thread holds _lock, which msal's own read then
         # waits for.
+        seen: Fingerprint | None = None
         known = self._known.fingerprint
         if known is not None and self._synced and not self._depth and not self._pending_adds:
             try:
                 st = os.stat(self._path_text)
             except OSError:
-                pass
+                pass  # gone or unreadable: the locked path below says which
             else:
+                # Field by field: building a Fingerprint here would double this path's cost.
                 if (
                     st.st_mtime_ns == known.mtime_ns
                     and st.st_ino == known.inode
@@ -230,13 +232,16 @@ class PersistedTokenCache(msal.SerializableTokenCache):  # type: ignore[misc]  #
                     and st.st_dev == known.device
                 ):
                     return
+                seen = Fingerprint.from_stat(st)
         with self._lock:
             if self._depth:
                 return  # the transaction synced under the lock; memory is the truth
             if self._pending_adds:
                 with self.transaction():
                     return
-            fingerprint = self.persistence.fingerprint()
+            # Another thread may have reloaded while we waited for _lock: compare again,
+            # with the stat already taken when there is one.
+            fingerprint = seen or self.persistence.fingerprint()
             if self._synced and fingerprint == self._known.fingerprint:
                 return
             snapshot = self.persistence.load()
