@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import msal_persist
 # helpers in tests/.
 SEARCH_PATH = [str(Path(msal_persist.__file__).resolve().parents[1]), str(Path(__file__).parent)]
 WORKER_TIMEOUT = 90.0
+READY_TIMEOUT = 20.0
 
 
 HOLD_LOCK = """
@@ -49,14 +51,21 @@ def worker_env() -> dict[str, str]:
     return env
 
 
+def start(command: list[str], *, stdin: bool = False, stderr: bool = True) -> subprocess.Popen[str]:
+    """Start one worker with piped stdout (and stdin, stderr as asked) and the worker env."""
+    return subprocess.Popen(
+        command,
+        stdin=subprocess.PIPE if stdin else None,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE if stderr else subprocess.DEVNULL,
+        env=worker_env(),
+        text=True,
+    )
+
+
 def run_workers(commands: Sequence[list[str]], timeout: float = WORKER_TIMEOUT) -> list[str]:
     """Start every command at once, wait for all, return their stdouts; fail on any error."""
-    procs = [
-        subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=worker_env(), text=True
-        )
-        for cmd in commands
-    ]
+    procs = [start(cmd) for cmd in commands]
     deadline = time.monotonic() + timeout
     outputs = []
     failures = []
@@ -68,9 +77,7 @@ def run_workers(commands: Sequence[list[str]], timeout: float = WORKER_TIMEOUT) 
                 failures.append(f"pid {proc.pid} exited {proc.returncode}:\n{err[-3000:]}")
     finally:
         for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+            stop(proc)
     assert not failures, "\n".join(failures)
     return outputs
 
@@ -78,21 +85,15 @@ def run_workers(commands: Sequence[list[str]], timeout: float = WORKER_TIMEOUT) 
 @contextmanager
 def running(command: list[str], ready_line: str = "ready") -> Iterator[subprocess.Popen[str]]:
     """Start a worker, wait until it prints ``ready_line``, and kill and reap it at the end."""
-    proc = subprocess.Popen(
-        command,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=worker_env(),
-        text=True,
-    )
+    proc = start(command, stdin=True)
     try:
         assert proc.stdout is not None
-        line = proc.stdout.readline()
+        ready, _, _ = select.select([proc.stdout], [], [], READY_TIMEOUT)
+        line = proc.stdout.readline() if ready else ""
         if line.strip() != ready_line:
-            proc.kill()
-            _, err = proc.communicate(timeout=10)
-            msg = f"worker did not get ready: {line!r}\n{err}"
+            stop(proc)
+            err = proc.stderr.read() if proc.stderr else ""
+            msg = f"worker did not get ready: {line!r}\n{err[-3000:]}"
             raise AssertionError(msg)
         yield proc
     finally:

@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 import random
 import signal
-import subprocess
 import time
 from pathlib import Path
 
 from msal_persist import PersistedTokenCache
 from msal_persist.testing import LocalAuthority
-from process_helpers import cache_worker, worker_env
+from process_helpers import cache_worker, start
 
 KILLS = 30
 
@@ -21,13 +20,7 @@ def test_sigkill_during_writes_never_leaves_a_broken_file(cache_path: Path) -> N
     rng = random.Random(20261130)  # noqa: S311 - reproducible instants, not secrecy
     completed: list[str] = []
     for kill in range(KILLS):
-        proc = subprocess.Popen(
-            cache_worker("crash_writer", str(cache_path), f"k{kill}-"),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            env=worker_env(),
-            text=True,
-        )
+        proc = start(cache_worker("crash_writer", str(cache_path), f"k{kill}-"), stderr=False)
         try:
             assert proc.stdout is not None
             assert proc.stdout.readline().strip() == "ready"

@@ -5,21 +5,18 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import select
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from process_helpers import stop
+from process_helpers import start, stop
 
 HERE = Path(__file__).resolve().parent
-SRC = HERE.parent / "src"
 PEER_SCRIPT = HERE / "peer_helpers.py"
 WORKER_TIMEOUT = 45.0
 READY_TIMEOUT = 20.0
@@ -53,13 +50,6 @@ def refresher_commands(cache_path: Path, kinds: Sequence[str], **limit: Any) -> 
     ]
 
 
-def worker_env() -> dict[str, str]:
-    """Workers import this checkout's msal_persist even if it is not installed."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), env.get("PYTHONPATH")]))
-    return env
-
-
 @dataclasses.dataclass
 class Outcome:
     """How one worker ended: exit code, its JSON report (last stdout line), its stderr."""
@@ -76,12 +66,7 @@ class Outcome:
 
 def run_peers(commands: Sequence[list[str]], timeout: float = WORKER_TIMEOUT) -> list[Outcome]:
     """Start every command at once and wait for all; kill and reap any left at the deadline."""
-    procs = [
-        subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=worker_env(), text=True
-        )
-        for cmd in commands
-    ]
+    procs = [start(cmd) for cmd in commands]
     deadline = time.monotonic() + timeout
     outcomes = []
     try:
@@ -105,31 +90,6 @@ def reports(outcomes: Sequence[Outcome]) -> list[dict[str, Any]]:
     failed = [o.describe() for o in outcomes if o.returncode != 0 or o.report is None]
     assert not failed, "\n".join(failed)
     return [o.report for o in outcomes if o.report is not None]
-
-
-@contextmanager
-def holding(command: list[str]) -> Iterator[subprocess.Popen[str]]:
-    """Start a worker that prints "ready" once it holds something; reap it on the way out."""
-    proc = subprocess.Popen(
-        command,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=worker_env(),
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        ready, _, _ = select.select([proc.stdout], [], [], READY_TIMEOUT)
-        line = proc.stdout.readline() if ready else ""
-        if line.strip() != "ready":
-            stop(proc)
-            err = proc.stderr.read() if proc.stderr else ""
-            msg = f"worker did not get ready: {line!r}\n{err[-3000:]}"
-            raise AssertionError(msg)
-        yield proc
-    finally:
-        stop(proc)
 
 
 def kill_hard(proc: subprocess.Popen[str]) -> None:

@@ -6,10 +6,11 @@ import time
 from pathlib import Path
 
 import pytest
-from interop_helpers import Measure, holding, kill_hard, peer_command, reports, run_peers
+from interop_helpers import Measure, kill_hard, peer_command, reports, run_peers
 
 from msal_persist import CrossProcessLock, PersistedTokenCache
 from msal_persist.testing import LocalAuthority
+from process_helpers import running
 
 HOLDERS = ["ext-filelock", "ext-portalocker", "persist"]
 EXT_FLAVOURS = ["ext-filelock", "ext-portalocker"]
@@ -19,7 +20,7 @@ BOUND = 5.0  # msal-extensions' own lock timeout: a stale lock must cost less th
 def leave_stale_lock(kind: str, lockpath: Path) -> int:
     """Have a ``kind`` process take the lock on ``lockpath``, SIGKILL it; return its pid."""
     lockpath.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    with holding(peer_command("hold_lock", kind=kind, lockpath=str(lockpath))) as proc:
+    with running(peer_command("hold_lock", kind=kind, lockpath=str(lockpath))) as proc:
         kill_hard(proc)
     assert lockpath.read_text().split()[0] == str(proc.pid)
     return proc.pid

@@ -15,7 +15,6 @@ from interop_helpers import (
     FileSampler,
     Measure,
     account_ids,
-    holding,
     peer_command,
     read_document,
     refresher_commands,
@@ -25,6 +24,7 @@ from interop_helpers import (
 
 from msal_persist import PersistedTokenCache
 from msal_persist.testing import LocalAuthority
+from process_helpers import running
 
 
 def test_sustained_msal_persist_writes_never_time_a_peer_out(
@@ -80,7 +80,7 @@ def test_a_torn_in_place_write_seen_under_the_lock_is_not_quarantined(
     app = authority.public_client(token_cache=cache)
     authority.sign_in(app, username="carol@example.test")
     command = peer_command("write_in_place", cache=str(cache_path), source=str(source), pause=0.5)
-    with holding(command) as writer:
+    with running(command) as writer:
         authority.sign_in(app, username="dave@example.test")  # while the file is torn
         writer.wait(timeout=10)
     quarantined = list(cache_path.parent.glob("*.corrupt-*"))
