@@ -49,17 +49,19 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, NamedTuple
 
 import msal
 
 from . import __version__
-from ._document import SECTIONS, NotACacheError, parse_document
+from ._document import SECTIONS, Decoded, NotACacheError, decode_document, parse_document
 from ._errors import CacheFileError, CacheLocationError, LockTimeoutError, MsalPersistError
+from ._files import kind_of
 from ._locations import DEFAULT_APP_NAME, ENV_VAR, CacheLocation, default_cache_path
 from ._lock import DEFAULT_LOCK_TIMEOUT, CrossProcessLock
-from ._persistence import FilePersistence
+from ._persistence import MAX_SET_ASIDE, FilePersistence
 from ._process import pid_is_running
+from ._text import printable
 from ._token_cache import LOCK_FILE_SUFFIX, PersistedTokenCache
 
 __all__ = ["main"]
@@ -338,12 +340,38 @@ def _seconds(*, minimum: float) -> Callable[[str], float]:
 # -- output helpers -------------------------------------------------------------------------
 
 
+# Every line passes through printable(): paths and fields of a cache file are someone
+# else's text, and a newline or an escape sequence in them must not forge a line or drive
+# the terminal.
+
+
 def _say(*lines: str) -> None:
-    sys.stdout.write("".join(f"{line}\n" for line in lines))
+    sys.stdout.write("".join(f"{printable(line)}\n" for line in lines))
 
 
 def _error(subject: str | os.PathLike[str], problem: str) -> None:
-    sys.stderr.write(f"{PROG}: error: {os.fspath(subject)}: {problem}\n")
+    sys.stderr.write(f"{PROG}: error: {printable(subject)}: {printable(problem)}\n")
+
+
+def _quote(path: str | os.PathLike[str]) -> str:
+    """``path`` quoted for a shell command the user may paste, on one printable line.
+
+    ``shlex.quote`` keeps a newline or an escape character raw; bash, zsh and ksh read the
+    ``$'...'`` form back to the very same name.
+    """
+    text = os.fspath(path)
+    if printable(text) == text:
+        return shlex.quote(text)
+    return "$'" + "".join(_ansi_c_char(char) for char in text) + "'"
+
+
+def _ansi_c_char(char: str) -> str:
+    if char in "\\'":
+        return "\\" + char
+    if printable(char) == char:
+        return char
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x80 else f"\\u{code:04x}"
 
 
 def _duration(seconds: float) -> str:
@@ -403,9 +431,13 @@ def _resolve(path: str | None, app: str) -> CacheLocation:
 
 
 def _load(path: Path) -> bytes:
-    """Read the file's bytes without the lock; refuse what is not a readable regular file."""
+    """Read the file's bytes without the lock; refuse what is not a readable regular file.
+
+    The type comes from ``lstat`` before anything is opened: opening a FIFO or a device
+    could block, and msal-persist never reads through a symbolic link.
+    """
     try:
-        st = os.stat(path)
+        st = os.lstat(path)
     except FileNotFoundError:
         raise _CommandError(EXIT_NO_CACHE, path, "no such file: nothing is cached here") from None
     except NotADirectoryError:
@@ -414,6 +446,12 @@ def _load(path: Path) -> bytes:
         ) from None
     except OSError as error:
         raise _CommandError(EXIT_UNREADABLE, path, f"cannot read: {error.strerror}") from None
+    if stat.S_ISLNK(st.st_mode):
+        link = _describe_link(path)
+        problem = link.problem
+        if not link.unresolvable:
+            problem = f"cannot read: it is a symbolic link to {link.target}: {problem}; {link.fix}"
+        raise _CommandError(EXIT_UNREADABLE, path, problem)
     if stat.S_ISDIR(st.st_mode):
         raise _CommandError(EXIT_NO_CACHE, path, "is a directory, not a token cache file")
     if not stat.S_ISREG(st.st_mode):
@@ -426,6 +464,39 @@ def _load(path: Path) -> bytes:
     if snapshot.data is None:
         raise _CommandError(EXIT_NO_CACHE, path, "no such file: it was removed while reading")
     return snapshot.data
+
+
+class _Link(NamedTuple):
+    """Where a symbolic link at the cache path leads, and what to tell the user about it."""
+
+    target: str
+    problem: str
+    fix: str
+    unresolvable: bool = False
+
+
+def _describe_link(path: Path) -> _Link:
+    """Say where the symbolic link ``path`` leads, without opening anything (``stat`` only)."""
+    try:
+        target = os.readlink(path)
+    except OSError:
+        target = "?"
+    remove = f"remove the link (rm {_quote(path)}); the next sign-in creates the file there"
+    refused = "msal-persist neither reads nor writes through links"
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return _Link(target, f"it leads nowhere, and {refused}", remove)
+    except OSError as error:
+        # A loop, or a directory on the way you may not search: the OS's words say it best.
+        return _Link(target, f"cannot read: {error.strerror}", remove, unresolvable=True)
+    if not stat.S_ISREG(st.st_mode):
+        return _Link(target, f"{refused}, and it leads to no regular file", remove)
+    return _Link(
+        target,
+        refused,
+        f"use the path of its target instead: {_quote(os.path.realpath(path))}",
+    )
 
 
 def _read_settled(path: Path) -> tuple[bytes, dict[str, Any] | None, str]:
@@ -451,6 +522,34 @@ def _read_cache(path: Path) -> dict[str, Any]:
     if state is None:
         raise _CommandError(EXIT_NO_CACHE, path, f"not an msal token cache: {problem}")
     return state
+
+
+def _read_decoded(path: Path) -> Decoded:
+    """Read without the lock and keep what msal can use, as ``PersistedTokenCache`` does."""
+    try:
+        return decode_document(_load(path))
+    except NotACacheError:
+        data, state, problem = _read_settled(path)
+        if state is None:
+            raise _CommandError(
+                EXIT_NO_CACHE, path, f"not an msal token cache: {problem}"
+            ) from None
+        return decode_document(data)
+
+
+_LEFT_OUT_REASONS: Final = 5
+
+
+def _left_out(decoded: Decoded) -> str:
+    """How many entries a cache leaves out and why, on one line (the same reasons counted)."""
+    counts: dict[str, int] = {}
+    for problem in decoded.problems:
+        counts[problem] = counts.get(problem, 0) + 1
+    reasons = [f"{p} ({n} times)" if n > 1 else p for p, n in counts.items()]
+    if len(reasons) > _LEFT_OUT_REASONS:
+        more = len(reasons) - _LEFT_OUT_REASONS
+        reasons[_LEFT_OUT_REASONS:] = [f"and {_plural(more, 'other reason')}"]
+    return f"{_plural(decoded.rejected, 'entry')} msal cannot use: {'; '.join(reasons)}"
 
 
 def _entries(state: Mapping[str, Any], section: str) -> list[dict[str, Any]]:
@@ -783,19 +882,23 @@ def _cmd_path(args: argparse.Namespace) -> int:
 
 def _cmd_show(args: argparse.Namespace) -> int:
     path = _resolve(args.path, args.app).path
-    state = _read_cache(path)
+    # What msal can use, as PersistedTokenCache hands it: bad entries are left out and told.
+    decoded = _read_decoded(path)
     now = time.time()
-    inventory = _inventory(state, now)
+    inventory = _inventory(decoded.state, now)
     if args.json:
         document = {
             "cache": str(path),
             "accounts": [account.as_json() for account in inventory.accounts],
             "apps": inventory.apps,
             "other_sections": inventory.other_sections,
+            "left_out": {"count": decoded.rejected, "problems": list(decoded.problems)},
         }
-        _say(json.dumps(document, indent=2))
+        _say(*json.dumps(document, indent=2).splitlines())  # escaped already: one per line
         return EXIT_OK
     _say(f"cache: {path}", f"  {inventory.describe()}")
+    if decoded.rejected:
+        _say(f"  left out: {_left_out(decoded)}")
     for account in inventory.accounts:
         _say("", *_account_lines(account))
     if inventory.apps:
@@ -948,7 +1051,7 @@ def _check_directory(directory: Path) -> Iterator[_Check]:
             "FAIL",
             "directory",
             f"{directory}: you cannot create files in it, so no token can be saved",
-            f"chmod u+wx {shlex.quote(str(directory))}",
+            f"chmod u+wx {_quote(directory)}",
         )
     yield _check_mode("directory permissions", directory, st, 0o700)
 
@@ -957,8 +1060,27 @@ def _check_mode(name: str, path: Path, st: os.stat_result, expected: int) -> _Ch
     mode = stat.S_IMODE(st.st_mode)
     uid = os.geteuid()
     owner = "owned by you" if st.st_uid == uid else f"owned by uid {st.st_uid}, not you ({uid})"
-    quoted = shlex.quote(str(path))
-    if stat.S_ISDIR(st.st_mode) and mode & stat.S_ISVTX and mode & stat.S_IWOTH:
+    quoted = _quote(path)
+    is_dir = stat.S_ISDIR(st.st_mode)
+    # Whoever may rename entries in the directory can put their own cache in place of
+    # yours, and your applications would then use their account (the sticky bit stops it).
+    hijack = "replace your token cache with one holding their own account"
+    if is_dir and st.st_uid not in {uid, 0}:
+        return _Check(
+            "FAIL",
+            name,
+            f"mode {mode:04o}, {owner}: its owner can {hijack}",
+            f"use a cache path in a directory of your own, or: sudo chown {uid} {quoted}",
+        )
+    if is_dir and mode & 0o022 and not mode & stat.S_ISVTX:
+        who = " and ".join(w for w, bits in (("group", 0o020), ("others", 0o002)) if mode & bits)
+        return _Check(
+            "FAIL",
+            name,
+            f"mode {mode:04o}, {owner}: {who} can rename files in it, so other users can {hijack}",
+            f"chmod {expected:o} {quoted}",
+        )
+    if is_dir and mode & stat.S_ISVTX and mode & stat.S_IWOTH:
         return _Check(
             "WARN",
             name,
@@ -967,7 +1089,7 @@ def _check_mode(name: str, path: Path, st: os.stat_result, expected: int) -> _Ch
         )
     if mode & 0o077:
         who = " and ".join(w for w, bits in (("group", 0o070), ("others", 0o007)) if mode & bits)
-        what = "list and open entries in it" if stat.S_ISDIR(st.st_mode) else "access your tokens"
+        what = "list and open entries in it" if is_dir else "access your tokens"
         return _Check(
             "WARN",
             name,
@@ -986,7 +1108,7 @@ def _check_mode(name: str, path: Path, st: os.stat_result, expected: int) -> _Ch
 
 def _check_file(path: Path) -> Iterator[tuple[_Check, bytes | None]]:
     try:
-        link = os.lstat(path)
+        st = os.lstat(path)
     except (FileNotFoundError, NotADirectoryError):
         yield (
             _Check(
@@ -1002,19 +1124,33 @@ def _check_file(path: Path) -> Iterator[tuple[_Check, bytes | None]]:
     except OSError as error:
         yield _Check("FAIL", "file", f"{path}: cannot inspect it: {error.strerror}"), None
         return
-    via = f" (a symlink to {os.readlink(path)})" if stat.S_ISLNK(link.st_mode) else ""
-    try:
-        data = _load(path)
-    except _CommandError as error:
-        fix = "fix or remove the symlink" if via else _file_fix(path, error)
-        yield _Check("FAIL", "file", f"{path}{via}: {error.problem}", fix), None
+    if stat.S_ISLNK(st.st_mode):
+        # Never read through it: the library refuses links, so what lies behind is no cache.
+        link = _describe_link(path)
+        detail = f"{path} (a symlink to {link.target}): {link.problem}"
+        yield _Check("FAIL", "file", detail, link.fix), None
         return
-    st = os.stat(path)
+    try:
+        data = _load(path)  # type checked on lstat first: a FIFO or a device is never opened
+    except _CommandError as error:
+        yield _Check("FAIL", "file", f"{path}: {error.problem}", _file_fix(path, error)), None
+        return
     age = _duration(time.time() - st.st_mtime)
-    yield (
-        _Check("OK", "file", f"{path}{via}: a regular file, last written {age} ago"),
-        data,
-    )
+    if st.st_nlink > 1:
+        yield (
+            _Check(
+                "WARN",
+                "file",
+                f"{path}: a regular file with {st.st_nlink} names (hard links), last written "
+                f"{age} ago: each write replaces this name only, so the other names keep "
+                "old tokens",
+                f"find the other names (find / -samefile {_quote(path)} 2>/dev/null) and "
+                "delete those no application uses",
+            ),
+            data,
+        )
+    else:
+        yield _Check("OK", "file", f"{path}: a regular file, last written {age} ago"), data
     if not st.st_mode & stat.S_IWUSR:
         yield (
             _Check(
@@ -1022,7 +1158,7 @@ def _check_file(path: Path) -> Iterator[tuple[_Check, bytes | None]]:
                 "file permissions",
                 f"mode {stat.S_IMODE(st.st_mode):04o}: read-only, so writers refuse to "
                 "replace it and new sign-ins are not saved",
-                f"chmod 600 {shlex.quote(str(path))}",
+                f"chmod 600 {_quote(path)}",
             ),
             data,
         )
@@ -1031,7 +1167,7 @@ def _check_file(path: Path) -> Iterator[tuple[_Check, bytes | None]]:
 
 
 def _file_fix(path: Path, error: _CommandError) -> str:
-    quoted = shlex.quote(str(path))
+    quoted = _quote(path)
     if error.code == EXIT_UNREADABLE:
         return f"make it readable by you: chmod 600 {quoted}"
     return f"move it away (mv {quoted} {quoted}.old) or choose another cache path"
@@ -1039,9 +1175,9 @@ def _file_fix(path: Path, error: _CommandError) -> str:
 
 def _check_content(path: Path, data: bytes) -> Iterator[_Check]:
     try:
-        state = parse_document(data)
+        decoded = decode_document(data)
     except NotACacheError as error:
-        _, settled, problem = _read_settled(path)
+        settled_data, settled, problem = _read_settled(path)
         if settled is None:
             yield _Check(
                 "FAIL",
@@ -1051,20 +1187,30 @@ def _check_content(path: Path, data: bytes) -> Iterator[_Check]:
                 f"to start over now: {PROG} clear {shlex.quote(str(path))}",
             )
             return
-        state = settled
+        decoded = decode_document(settled_data)
+    state = decoded.state
     now = time.time()
     inventory = _inventory(state, now)
     expired = sum(
         token["expired"] is True for account in inventory.accounts for token in account.tokens
     )
-    detail = f"a valid msal token cache: {inventory.describe()}"
+    detail = inventory.describe()
     if expired:
         detail += f" ({expired} expired, dropped on next use)"
     if inventory.other_sections:
         detail += "; also keeps sections of other tools: " + ", ".join(
             sorted(inventory.other_sections)
         )
-    yield _Check("OK", "content", detail)
+    if decoded.rejected:
+        # Not a FAIL: msal-persist hands msal the usable entries, and keeps the original.
+        yield _Check(
+            "WARN",
+            "content",
+            f"{_left_out(decoded)}; the next msal-persist write sets the original file aside "
+            f"as {path.name}.corrupt-<time> and keeps the usable entries: {detail}",
+        )
+    else:
+        yield _Check("OK", "content", f"a valid msal token cache: {detail}")
     entries = sum(len(v) for v in state.values() if isinstance(v, dict))
     size = f"{_size(len(data))}, {_plural(entries, 'entry')}"
     if len(data) > _BIG_CACHE_BYTES:
@@ -1085,7 +1231,19 @@ def _check_lock(lock_path: Path) -> _Check:
         return _Check("OK", "lock", f"not held (no {lock_path.name})")
     except OSError as error:
         return _Check("FAIL", "lock", f"{lock_path}: cannot inspect it: {error.strerror}")
-    quoted = shlex.quote(str(lock_path))
+    refused = _refused_lock_file(lock_path, st)
+    if refused is not None:
+        return refused
+    return _judge_lock_holder(lock_path, time.time() - st.st_mtime)
+
+
+def _refused_lock_file(lock_path: Path, st: os.stat_result) -> _Check | None:
+    """A FAIL for what writers refuse at once as a lock file (see CrossProcessLock.acquire).
+
+    Only a regular file with one name can be a lock file. Judged on ``lstat`` alone:
+    nothing here opens or follows it.
+    """
+    quoted = _quote(lock_path)
     if stat.S_ISDIR(st.st_mode):
         return _Check(
             "FAIL",
@@ -1093,11 +1251,35 @@ def _check_lock(lock_path: Path) -> _Check:
             f"{lock_path} is a directory, so no writer can ever take the lock",
             f"rmdir {quoted}",
         )
-    return _judge_lock_holder(lock_path, time.time() - st.st_mtime)
+    refused = "which no MSAL tool creates: writers refuse it, so no sign-in can be saved"
+    if stat.S_ISLNK(st.st_mode):
+        try:
+            target = os.readlink(lock_path)
+        except OSError:
+            target = "?"
+        return _Check(
+            "FAIL",
+            "lock",
+            f"{lock_path} is a symbolic link (to {target}), {refused}",
+            f"rm {quoted} (this removes the link, not its target)",
+        )
+    if not stat.S_ISREG(st.st_mode):
+        return _Check(
+            "FAIL", "lock", f"{lock_path} is {kind_of(st.st_mode)}, {refused}", f"rm {quoted}"
+        )
+    if st.st_nlink > 1:
+        return _Check(
+            "FAIL",
+            "lock",
+            f"{lock_path} has {st.st_nlink} names (hard links), {refused}",
+            f"rm {quoted} (the other names stay)",
+        )
+    return None
 
 
 def _judge_lock_holder(lock_path: Path, age: float) -> _Check:
-    quoted = shlex.quote(str(lock_path))
+    """Judge a lock file that is a regular file with one name, from the pid it records."""
+    quoted = _quote(lock_path)
     pid = CrossProcessLock(lock_path).holder_pid()
     if pid is None:
         if age < _STALE_GRACE_SECONDS:
@@ -1140,8 +1322,11 @@ def _check_leftovers(path: Path) -> _Check:
     if dead:
         found.append(f"{_plural(len(dead), 'temp file')} of crashed writers")
     if corrupt:
-        found.append(f"{_plural(len(corrupt), 'set-aside copy')} ({path.name}.corrupt-*)")
-    leftovers = " ".join(shlex.quote(str(path.parent / name)) for name in [*dead, *corrupt])
+        found.append(
+            f"{_plural(len(corrupt), 'set-aside copy')} ({path.name}.corrupt-*; writers keep "
+            f"at most {MAX_SET_ASIDE}, deleting the oldest)"
+        )
+    leftovers = " ".join(_quote(path.parent / name) for name in [*dead, *corrupt])
     return _Check(
         "WARN",
         "leftovers",
@@ -1166,12 +1351,12 @@ def _confirm(question: str, *, assume_yes: bool, path: Path) -> bool:
         raise _CommandError(
             EXIT_USAGE, path, "stdin is not a terminal, so nobody can confirm: pass --yes"
         )
-    sys.stderr.write(f"{question} [y/N] ")
+    sys.stderr.write(f"{printable(question)} [y/N] ")
     sys.stderr.flush()
     answer = sys.stdin.readline()
     if answer.strip().lower() in {"y", "yes"}:
         return True
-    sys.stderr.write(f"{PROG}: nothing changed in {path}\n")
+    sys.stderr.write(f"{PROG}: nothing changed in {printable(path)}\n")
     return False
 
 
@@ -1187,6 +1372,13 @@ def _locked(path: Path, timeout: float) -> Iterator[None]:
             path,
             f"{holder} held the lock ({lock.path.name}) for more than {timeout:g} s; "
             "nothing changed",
+        ) from None
+    except CacheFileError as error:
+        # A lock path writers refuse (a symlink, a FIFO, ...): said at once, never waited on.
+        raise _CommandError(
+            EXIT_UNREADABLE,
+            error.path,
+            f"cannot {error.operation}: {error.reason}; nothing changed",
         ) from None
     try:
         yield

@@ -19,6 +19,16 @@ systems) waiters poll with a short, growing, jittered sleep. Peers that poll lea
 so under sustained contention msal-persist processes keep off the lock during shared gap
 windows, which every poller sees in time (see ``_leave_room_for_peers``).
 
+Hostile objects. Only a regular file with one name can be a lock file: a symbolic link, a
+FIFO, a directory or a hard link at the lock path is refused at once with a clear error
+(no peer makes one, and following it would let whoever planted it steer our writes). Nothing
+is opened in a way that follows a link or blocks, and a lock file's content is read only as
+far as its format needs.
+
+Interrupts. Taking and giving up the lock run with Ctrl-C held back
+(:mod:`~msal_persist._signals`); the waits in between stay interruptible. ``acquire`` either
+returns holding the lock or raises holding nothing, so ``with lock:`` never leaks it.
+
 This module knows nothing of msal or of the cache file.
 """
 
@@ -29,7 +39,6 @@ import logging
 import os
 import random
 import select
-import stat
 import struct
 import sys
 import threading
@@ -42,7 +51,10 @@ from typing import Final, Literal
 import portalocker
 
 from ._errors import CacheFileError, LockTimeoutError
+from ._files import FILE_MODE, NotRegularFileError, make_private_directories, open_regular
 from ._process import pid_is_running
+from ._signals import checkpoint, deferred_interrupts, interruptible
+from ._text import printable
 
 __all__ = ["DEFAULT_LOCK_TIMEOUT", "CrossProcessLock"]
 
@@ -63,9 +75,19 @@ DEFAULT_STALE_GRACE: Final = 10.0
 _FIRST_POLL: Final = 0.0002
 _MAX_POLL: Final = 0.004
 _NON_BLOCKING: Final = portalocker.LockFlags.EXCLUSIVE | portalocker.LockFlags.NON_BLOCKING
-_OPEN_FLAGS: Final = os.O_RDWR | getattr(os, "O_CLOEXEC", 0)
+_CREATE_FLAGS: Final = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+_RECORD_BYTES: Final = 64
+"""How much of a lock file is read to find its holder's pid (the record is "<pid> <argv0>")."""
+_MAX_LOCK_FILE_BYTES: Final = 4096
+"""Past this size a lock file takes no more waiter marks, and no more of it is read."""
+_THREAD_WAIT: Final = 0.05
+"""How long one wait for another thread's hold lasts before a held-back Ctrl-C is let in."""
+_QUICK_RETRIES: Final = 64
+"""Retries without a pause (the lock file vanished under us) before the next one sleeps."""
 
 _LIVE_LOCKS: weakref.WeakSet[CrossProcessLock] = weakref.WeakSet()
+_HELD_HERE: set[tuple[int, int]] = set()
+"""(device, inode) of every lock file some instance in this process holds or is taking."""
 
 
 class CrossProcessLock:
@@ -111,6 +133,9 @@ class CrossProcessLock:
         # Threads of this process queue here instead of polling the file system.
         self._thread_lock = threading.Lock()
         self._fd: int | None = None
+        self._owner: int | None = None
+        self._held_inode: tuple[int, int] | None = None
+        self._shown = printable(self.path)
         self._record_length = 0
         self._yield_until = 0.0
         self._contended_since = self._contended_last = -1.0
@@ -128,8 +153,12 @@ class CrossProcessLock:
 
     def __enter__(self) -> CrossProcessLock:
         """Acquire the lock."""
-        self.acquire()
-        return self
+        try:
+            self.acquire()
+            return self  # noqa: TRY300 - an interrupt at the return must be caught below too
+        except BaseException:
+            self._undo_acquire()
+            raise
 
     def __exit__(
         self,
@@ -143,34 +172,99 @@ class CrossProcessLock:
     def acquire(self) -> None:
         """Take the lock, waiting up to ``timeout`` seconds.
 
+        Either returns holding the lock, or raises (a ``KeyboardInterrupt`` included)
+        holding nothing and leaving no lock file of its own behind.
+
         Raises:
             LockTimeoutError: Another holder kept it past the timeout; names its pid.
-            CacheFileError: The lock file's directory cannot be created or written.
+            CacheFileError: The lock file's directory cannot be created or written, or the
+                lock path holds something no peer creates (a symbolic link, a FIFO, a
+                directory, a file with several names).
         """
         started = time.monotonic()
         deadline = None if self.timeout is None else started + self.timeout
-        if not self._thread_lock.acquire(timeout=-1 if deadline is None else self.timeout or 0):
-            raise LockTimeoutError(str(self.path), self.timeout or 0.0, os.getpid())
         try:
-            contended = self._acquire_file(deadline)
+            with deferred_interrupts():
+                self._take_thread_lock(deadline)
+                contended = self._acquire_file(deadline)
+                self.acquisitions += 1
+                if contended:
+                    self.contended += 1
+                    self.waited += time.monotonic() - started
+                _LOG.debug("acquired %s", self._shown)
+            return  # noqa: TRY300 - an interrupt at the return must be caught below too
         except BaseException:
-            self._thread_lock.release()
+            # Also a Ctrl-C held back until the lock was taken, delivered on leaving the
+            # deferral: give back whatever this thread took before letting it through.
+            self._undo_acquire()
             raise
-        self.acquisitions += 1
-        if contended:
-            self.contended += 1
-            self.waited += time.monotonic() - started
-        _LOG.debug("acquired %s", self.path)
 
     def release(self) -> None:
         """Give the lock up: delete the lock file, then drop the OS lock.
 
+        Never leaves the lock half-held: a failure to delete the lock file is logged (other
+        processes then break it as stale) and the OS lock is dropped all the same.
+
         Raises:
             RuntimeError: This instance does not hold the lock.
         """
+        if self._fd is None:
+            raise RuntimeError(f"{self._shown} is not locked by this instance")
+        with deferred_interrupts():
+            self._give_back()
+        _LOG.debug("released %s", self._shown)
+
+    def holder_pid(self) -> int | None:
+        """Return the pid recorded in the lock file, or ``None`` if absent or unreadable.
+
+        Reads at most the record's few bytes, never through a link or from a FIFO.
+        """
+        try:
+            fd, _ = open_regular(self.path, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            return _parse_pid(os.pread(fd, _RECORD_BYTES, 0))
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+
+    def _undo_acquire(self) -> None:
+        with deferred_interrupts():
+            if self._owner == threading.get_ident():
+                self._give_back()
+
+    def _take_thread_lock(self, deadline: float | None) -> None:
+        # Threads of this process queue here instead of on the file system. The wait comes
+        # in short slices so that a held-back Ctrl-C gets in between them.
+        while not self._thread_lock.acquire(timeout=_bounded(_THREAD_WAIT, deadline)):
+            if deadline is not None and time.monotonic() >= deadline:
+                raise LockTimeoutError(str(self.path), self.timeout or 0.0, os.getpid())
+            checkpoint()
+        self._owner = threading.get_ident()
+
+    def _give_back(self) -> None:
+        """Release whatever is held of the lock: the file, then the thread lock."""
         fd = self._fd
-        if fd is None:
-            raise RuntimeError(f"{self.path} is not locked by this instance")
+        if fd is not None:
+            self._fd = None
+            try:
+                self._delete_lock_file(fd)
+            finally:
+                if self._held_inode is not None:
+                    _HELD_HERE.discard(self._held_inode)
+                try:
+                    portalocker.unlock(_Descriptor(fd))
+                except (OSError, portalocker.exceptions.LockException):
+                    pass  # closing the descriptor below drops the OS lock anyway
+                finally:
+                    os.close(fd)
+        if self._owner is not None:
+            self._owner = None
+            self._thread_lock.release()
+
+    def _delete_lock_file(self, fd: int) -> None:
         try:
             # Waiters appended to the file while we held it: step aside for a moment after
             # this release, or a holder that locks again at once would starve them.
@@ -184,22 +278,13 @@ class CrossProcessLock:
             if _names_inode(self.path, held):
                 _unlink(self.path)
             else:
-                _LOG.warning("lock file %s was replaced by another process while held", self.path)
-        finally:
-            self._fd = None
-            try:
-                portalocker.unlock(_Descriptor(fd))
-            finally:
-                os.close(fd)
-                self._thread_lock.release()
-        _LOG.debug("released %s", self.path)
-
-    def holder_pid(self) -> int | None:
-        """Return the pid recorded in the lock file, or ``None`` if absent or unreadable."""
-        try:
-            return _parse_pid(self.path.read_bytes()[:64])
-        except OSError:
-            return None
+                _LOG.warning("lock file %s was replaced by another process while held", self._shown)
+        except OSError as error:
+            _LOG.warning(
+                "could not remove lock file %s (%s); other processes will break it as stale",
+                self._shown,
+                error.strerror,
+            )
 
     def _acquire_file(self, deadline: float | None) -> bool:
         """Loop until this process holds the lock file; return whether it had to wait."""
@@ -209,6 +294,7 @@ class CrossProcessLock:
         events: _DirectoryEvents | None = None
         ticket = _Ticket(time.monotonic_ns())
         waited = False
+        quick_retries = 0
         try:
             while True:
                 if events is not None:
@@ -219,12 +305,14 @@ class CrossProcessLock:
                     if waited:
                         self._note_contention()
                     return waited
-                if fd is None and self._break_if_stale(watch):
-                    continue
-                self._note_contention()
+                retry_now = fd is None and self._break_if_stale(watch)
                 now = time.monotonic()
                 if deadline is not None and now >= deadline:
                     raise LockTimeoutError(str(self.path), self.timeout or 0.0, self.holder_pid())
+                if retry_now:
+                    quick_retries = _retry_soon(quick_retries)
+                    continue
+                self._note_contention()
                 if not waited:
                     self._log_waiting()
                     waited = True
@@ -235,18 +323,19 @@ class CrossProcessLock:
                         events.clear()
                         continue
                 remaining = _MAX_WAKE_WAIT if deadline is None else deadline - now
-                if events is not None:
-                    self._wait_turn(events, ticket, deadline)
-                    continue
-                pause = poll * random.uniform(0.5, 1.5)  # noqa: S311 - jitter, not secrecy
-                time.sleep(min(pause, remaining))
+                with interruptible():
+                    if events is not None:
+                        self._wait_turn(events, ticket, deadline)
+                        continue
+                    pause = poll * random.uniform(0.5, 1.5)  # noqa: S311 - jitter, not secrecy
+                    time.sleep(min(pause, remaining))
                 poll = min(poll * 2, _MAX_POLL)
         finally:
             ticket.close()
 
     def _log_waiting(self) -> None:
         if _LOG.isEnabledFor(logging.DEBUG):  # holder_pid() reads the file: only if shown
-            _LOG.debug("waiting for %s (held by pid %s)", self.path, self.holder_pid())
+            _LOG.debug("waiting for %s (held by pid %s)", self._shown, self.holder_pid())
 
     def _wait_turn(self, events: _DirectoryEvents, ticket: _Ticket, deadline: float | None) -> None:
         """Sleep in the kernel until it is this waiter's turn to try, or a poll is due.
@@ -267,7 +356,11 @@ class CrossProcessLock:
         if self._events is None:
             self._events = _DirectoryEvents.open(self.path) or False
             if self._events:
-                weakref.finalize(self, self._events.close)
+                # Not at exit (atexit=False): a write flushed at exit may still need it, and
+                # the process's end closes the descriptor anyway.
+                weakref.finalize(self, self._events.close).atexit = False
+        if self._events and self._events.closed:
+            self._events = False  # broken (a descriptor error): poll from now on
         return self._events or None
 
     def _note_contention(self) -> None:
@@ -294,7 +387,8 @@ class CrossProcessLock:
             return
         phase = now % _GAP_PERIOD
         if phase < _GAP_LENGTH:
-            time.sleep(_bounded(_GAP_LENGTH - phase, deadline))
+            with interruptible():
+                time.sleep(_bounded(_GAP_LENGTH - phase, deadline))
 
     def _step_aside(self, deadline: float | None) -> None:
         """After a release that others waited for, let one of them take the lock first."""
@@ -305,75 +399,103 @@ class CrossProcessLock:
         if events is None:
             return
         events.clear()
-        if not os.path.exists(self.path):
-            events.wait(_CAME, left)
+        if not os.path.lexists(self.path):
+            with interruptible():
+                events.wait(_CAME, left)
 
     def _create(self) -> int | None:
-        """Create the lock file exclusively; ``None`` if it exists already."""
-        flags = _OPEN_FLAGS | os.O_CREAT | os.O_EXCL
+        """Create the lock file exclusively; ``None`` if something is at the path already.
+
+        O_EXCL never follows a symbolic link: a link at the path, dangling or not, counts as
+        existing, and :meth:`_break_if_stale` then says what it is.
+        """
         try:
-            return os.open(self.path, flags, 0o600)
+            return os.open(self.path, _CREATE_FLAGS, FILE_MODE)
         except FileExistsError:
             return None
         except FileNotFoundError:
             try:
-                self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-                return os.open(self.path, flags, 0o600)
+                make_private_directories(self.path.parent)
+                return os.open(self.path, _CREATE_FLAGS, FILE_MODE)
             except FileExistsError:
                 return None
             except OSError as error:
-                raise CacheFileError.from_os_error(self.path, "create lock file", error) from None
+                raise self._error("create lock file", error) from None
         except OSError as error:
-            raise CacheFileError.from_os_error(self.path, "create lock file", error) from None
+            raise self._error("create lock file", error) from None
 
     def _lock_created(self, fd: int, deadline: float | None) -> bool:
-        """Hold the OS lock on a file just created; ``False`` (fd closed) to start over."""
+        """Hold the OS lock on a file just created; ``False`` (fd closed) to start over.
+
+        On any failure the file just created is deleted again: a failed acquire leaves no
+        lock file that would make the next process wait.
+        """
+        inode: tuple[int, int] | None = None
         try:
+            created = os.fstat(fd)
+            inode = (created.st_dev, created.st_ino)
+            _HELD_HERE.add(inode)
+            # The umask filtered the creation mode; peers must be able to hand in tickets.
+            os.fchmod(fd, FILE_MODE)
             # Record the holder before anything else, so a waiter examining the file always
             # finds a live pid in it and leaves it alone.
             record = f"{os.getpid()} {sys.argv[0] if sys.argv else ''}".encode()
-            os.write(fd, record)
+            _write_all(fd, record)
             self._record_length = len(record)
-            while not _try_os_lock(fd):
+            while not _try_os_lock(fd, self.path):
                 # Someone is examining this new file (a stale check holds the OS lock for
                 # microseconds); wait for them, not for the full poll interval.
                 if deadline is not None and time.monotonic() >= deadline:
-                    os.close(fd)
                     raise LockTimeoutError(str(self.path), self.timeout or 0.0, None)
-                time.sleep(_FIRST_POLL)
-            if not _names_inode(self.path, os.fstat(fd)):
+                with interruptible():
+                    time.sleep(_FIRST_POLL)
+            if not _names_inode(self.path, created):
                 # A breaker removed the file between our create and our lock. Whoever owns
                 # the path now is the holder; ours is an orphan.
-                portalocker.unlock(_Descriptor(fd))
+                _HELD_HERE.discard(inode)
                 os.close(fd)
                 return False
-        except LockTimeoutError:
-            raise
-        except BaseException:
+        except BaseException as error:
+            if inode is not None:
+                _HELD_HERE.discard(inode)
+            try:
+                if _names_inode(self.path, os.fstat(fd)):
+                    _unlink(self.path)
+            except OSError:
+                pass
             os.close(fd)
+            if isinstance(error, OSError) and not isinstance(error, CacheFileError):
+                raise self._error("write lock file", error) from None
             raise
         self._fd = fd
+        self._held_inode = inode
         return True
 
     def _break_if_stale(self, watch: _StaleWatch) -> bool:
         """Remove the lock file if its holder is gone; ``True`` means retry at once."""
         try:
-            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            fd, st = open_regular(self.path, os.O_RDONLY)
         except FileNotFoundError:
             return True
+        except NotRegularFileError as error:
+            raise self._refusal(error.kind) from None
         except OSError as error:
-            raise CacheFileError.from_os_error(self.path, "inspect lock file", error) from None
+            raise self._error("inspect lock file", error) from None
         try:
-            st = os.fstat(fd)
-            if stat.S_ISDIR(st.st_mode):
-                raise CacheFileError(str(self.path), "lock", "the lock file is a directory")
-            record = os.pread(fd, 64, 0).partition(_WAITING)[0]
+            if st.st_nlink > 1:
+                raise self._refusal(f"a file with {st.st_nlink} names (hard links)")
+            pid = _parse_pid(os.pread(fd, _RECORD_BYTES, 0))
+        except OSError as error:
+            if isinstance(error, CacheFileError):
+                raise
+            raise self._error("inspect lock file", error) from None
         finally:
             os.close(fd)
         now = time.monotonic()
-        # The holder's record, not size or mtime: waiters append to the file to say they
-        # wait, and that must not look like a new holder to the stale check.
-        identity = (st.st_dev, st.st_ino, record)
+        # The holder's pid, not size, mtime or the rest of the record: waiters append to
+        # the file to say they wait, and content that keeps changing must not keep a file
+        # whose holder holds no OS lock alive for ever.
+        identity = (st.st_dev, st.st_ino, pid)
         if identity != watch.identity:
             # A new holder (every holder creates a new file): start observing it afresh.
             watch.identity, watch.since, watch.next_probe = identity, now, now + STALE_CHECK_AFTER
@@ -383,44 +505,60 @@ class CrossProcessLock:
         watch.next_probe = now + STALE_CHECK_AFTER
         return self._examine_holder(identity, now - watch.since)
 
-    def _examine_holder(self, identity: tuple[int, int, bytes], age: float) -> bool:
+    def _examine_holder(self, identity: tuple[int, int, int | None], age: float) -> bool:
         try:
-            fd = os.open(self.path, _OPEN_FLAGS)
-        except FileNotFoundError:
-            return True
-        except OSError as error:
-            raise CacheFileError.from_os_error(self.path, "inspect lock file", error) from None
+            fd, st = open_regular(self.path, os.O_RDWR)
+        except OSError:
+            return True  # gone or replaced: look again from the start
         try:
-            st = os.fstat(fd)
             if (st.st_dev, st.st_ino) != identity[:2]:
                 return True
             # A live holder of the OS-lock family keeps its lock; failing to get it is proof
             # of life, and holding it keeps any second breaker out while we decide.
-            if not _try_os_lock(fd):
+            if not _try_os_lock(fd, self.path):
                 return False
             try:
-                pid = _parse_pid(os.pread(fd, 64, 0))
-                dead = pid is not None and not pid_is_running(pid)
-                # Every peer records its pid right after creating the file (msal-extensions'
-                # portalocker flavour a moment later); no OS lock and still no pid after a
-                # while means its creator died in between.
-                abandoned = pid is None and age >= NO_PID_GRACE
-                if not (dead or abandoned or age >= self.stale_grace):
-                    return False
-                if not _names_inode(self.path, st):
-                    return True
-                _unlink(self.path)
-                self.broken += 1
-                _LOG.warning(
-                    "removed stale lock file %s left by %s",
-                    self.path,
-                    f"dead process {pid}" if dead else f"pid {pid} after {age:.1f} s unchanged",
-                )
-                return True
+                return self._break_unless_alive(fd, st, age)
             finally:
                 portalocker.unlock(_Descriptor(fd))
+        except OSError as error:
+            if isinstance(error, CacheFileError):
+                raise
+            raise self._error("inspect lock file", error) from None
         finally:
             os.close(fd)
+
+    def _break_unless_alive(self, fd: int, st: os.stat_result, age: float) -> bool:
+        pid = _parse_pid(os.pread(fd, _RECORD_BYTES, 0))
+        # Our own pid on a file no instance of this process holds is a leftover of ours.
+        ours_left = pid == os.getpid() and (st.st_dev, st.st_ino) not in _HELD_HERE
+        dead = pid is not None and (ours_left or not pid_is_running(pid))
+        # Every peer records its pid right after creating the file (msal-extensions'
+        # portalocker flavour a moment later); no OS lock and still no pid after a while
+        # means its creator died in between.
+        abandoned = pid is None and age >= NO_PID_GRACE
+        if not (dead or abandoned or age >= self.stale_grace):
+            return False
+        if not _names_inode(self.path, st):
+            return True
+        _unlink(self.path)
+        self.broken += 1
+        _LOG.warning(
+            "removed stale lock file %s left by %s",
+            self._shown,
+            f"dead process {pid}" if dead else f"pid {pid} after {age:.1f} s unchanged",
+        )
+        return True
+
+    def _error(self, operation: str, error: OSError) -> CacheFileError:
+        return CacheFileError.from_os_error(self.path, operation, error)
+
+    def _refusal(self, kind: str) -> CacheFileError:
+        return CacheFileError(
+            str(self.path),
+            "lock",
+            f"the lock file is {kind}, which no MSAL tool creates: remove it",
+        )
 
     def _forget_after_fork(self) -> None:
         self._yield_until = 0.0
@@ -432,6 +570,7 @@ class CrossProcessLock:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+        self._owner = None
         self._thread_lock = threading.Lock()
 
 
@@ -453,14 +592,21 @@ class _Ticket:
         self._inode: tuple[int, int] | None = None
 
     def hand_in(self, path: Path) -> None:
-        """Put this ticket into the current lock file, once per holder."""
+        """Put this ticket into the current lock file, once per holder.
+
+        Only into a regular file with one name and room left: a mark must never land in a
+        file the lock path was made to point to, nor grow a file someone keeps flooding.
+        """
         try:
-            fd = os.open(path, os.O_RDWR | os.O_APPEND | getattr(os, "O_CLOEXEC", 0))
+            fd, st = open_regular(path, os.O_RDWR | os.O_APPEND)
         except OSError:
-            return  # released meanwhile (or unwritable): nothing to hand in to
+            return  # released meanwhile, unwritable or not a lock file: nothing to hand in to
         try:
-            st = os.fstat(fd)
-            if (st.st_dev, st.st_ino) == self._inode:
+            if (
+                (st.st_dev, st.st_ino) == self._inode
+                or st.st_nlink != 1
+                or st.st_size >= _MAX_LOCK_FILE_BYTES
+            ):
                 os.close(fd)
                 return
             os.write(fd, b"%s%d" % (_WAITING, self._started_ns))
@@ -471,15 +617,20 @@ class _Ticket:
         self._fd, self._inode = fd, (st.st_dev, st.st_ino)
 
     def place(self) -> int:
-        """How many waiters of the last holder asked before this one (0 if unknown)."""
+        """How many waiters of the last holder asked before this one (0 if unknown).
+
+        Marks are input from other processes: only well-formed ones count, and the place
+        is capped, so a flood of marks cannot stretch anyone's wait.
+        """
         if self._fd is None:
             return 0
         try:
-            content = os.pread(self._fd, 65536, 0)
+            content = os.pread(self._fd, _MAX_LOCK_FILE_BYTES, 0)
         except OSError:
             return 0
         marks = content.split(_WAITING)[1:]
-        return sum(1 for mark in marks if mark.isdigit() and int(mark) < self._started_ns)
+        earlier = sum(1 for mark in marks if mark.isdigit() and int(mark) < self._started_ns)
+        return min(earlier, _MAX_PLACE)
 
     def close(self) -> None:
         """Let go of the lock file the ticket was handed in to."""
@@ -505,6 +656,11 @@ class _DirectoryEvents:
         self._fd = fd
         self._name = name
 
+    @property
+    def closed(self) -> bool:
+        """Whether the watch is closed (or broke): the waiter must poll instead."""
+        return self._fd < 0
+
     @classmethod
     def open(cls, path: Path) -> _DirectoryEvents | None:
         """Start watching ``path``'s directory; ``None`` where that is impossible."""
@@ -520,10 +676,18 @@ class _DirectoryEvents:
         return cls(fd, os.fsencode(path.name))
 
     def wait(self, mask: int, timeout: float) -> bool:
-        """Sleep until the lock file had a ``mask`` event (``True``) or ``timeout`` passed."""
+        """Sleep until the lock file had a ``mask`` event (``True``) or ``timeout`` passed.
+
+        A broken watch returns ``False`` at once (the caller then polls).
+        """
         deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            if not select.select([self._fd], [], [], left)[0]:
+        while not self.closed and (left := deadline - time.monotonic()) > 0:
+            try:
+                ready = select.select([self._fd], [], [], left)[0]
+            except (OSError, ValueError):
+                self._fd = -1
+                return False
+            if not ready:
                 return False
             # Other names come and go too (the cache's temp file at every write): waking
             # every waiter for those would only make them all retry in vain.
@@ -536,13 +700,15 @@ class _DirectoryEvents:
         self._read()
 
     def close(self) -> None:
-        """Stop watching."""
-        os.close(self._fd)
+        """Stop watching (once: a closed number may already name another file)."""
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
 
     def _read(self) -> list[tuple[int, bytes]]:
         events = []
         try:
-            while data := os.read(self._fd, 65536):
+            while not self.closed and (data := os.read(self._fd, 65536)):
                 offset = 0
                 while offset + _EVENT_HEADER.size <= len(data):
                     _, mask, _, length = _EVENT_HEADER.unpack_from(data, offset)
@@ -551,6 +717,8 @@ class _DirectoryEvents:
                     offset = start + length
         except BlockingIOError:
             pass
+        except OSError:
+            self._fd = -1  # broken: the waiter polls from now on
         return events
 
 
@@ -581,6 +749,8 @@ _WAITING: Final = b"+"
 """What a waiter appends to the lock file to tell its holder that someone waits."""
 _YIELD_TIME: Final = 0.005
 """How long a holder that others waited for stands aside before it may lock again."""
+_MAX_PLACE: Final = 16
+"""At most this many waiters are let ahead after a release (see ``_Ticket.place``)."""
 _MAX_WAKE_WAIT: Final = 0.05
 """Upper bound of one sleep in the kernel: stale checks and network file systems need polls."""
 
@@ -591,7 +761,7 @@ class _StaleWatch:
     __slots__ = ("identity", "next_probe", "since")
 
     def __init__(self) -> None:
-        self.identity: tuple[int, int, bytes] | None = None
+        self.identity: tuple[int, int, int | None] | None = None
         self.since = 0.0
         self.next_probe = 0.0
 
@@ -612,7 +782,7 @@ def _bounded(seconds: float, deadline: float | None) -> float:
     return seconds if deadline is None else max(0.0, min(seconds, deadline - time.monotonic()))
 
 
-def _try_os_lock(fd: int) -> bool:
+def _try_os_lock(fd: int, path: Path) -> bool:
     try:
         portalocker.lock(_Descriptor(fd), _NON_BLOCKING)
     except portalocker.exceptions.AlreadyLocked:
@@ -620,18 +790,33 @@ def _try_os_lock(fd: int) -> bool:
     except portalocker.exceptions.LockException as error:
         cause = error.__cause__ if isinstance(error.__cause__, OSError) else None
         raise CacheFileError(
-            str(fd), "lock", cause.strerror if cause and cause.strerror else str(error)
+            str(path), "lock", cause.strerror if cause and cause.strerror else str(error)
         ) from None
     return True
 
 
 def _names_inode(path: Path, held: os.stat_result) -> bool:
-    """Whether ``path`` still names the file ``held`` (an fstat of our descriptor)."""
+    """Whether ``path`` itself (not a link's target) still names the file ``held``."""
     try:
-        st = os.stat(path)
+        st = os.lstat(path)
     except OSError:
         return False
     return (st.st_dev, st.st_ino) == (held.st_dev, held.st_ino)
+
+
+def _retry_soon(retries: int) -> int:
+    """Pace retries after the lock file went away under us: at once, but never a spin."""
+    retries += 1
+    if retries % _QUICK_RETRIES == 0:
+        with interruptible():
+            time.sleep(_FIRST_POLL)
+    return retries
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _unlink(path: Path) -> None:

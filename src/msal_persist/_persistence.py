@@ -18,16 +18,29 @@ from pathlib import Path
 from typing import Final
 
 from ._errors import CacheFileError
+from ._files import (
+    FILE_MODE,
+    NOT_FOUND_ERRNOS,
+    NotRegularFileError,
+    kind_of,
+    make_private_directories,
+    open_regular,
+)
 from ._process import pid_is_running
+from ._signals import deferred_interrupts
+from ._text import printable
 
-__all__ = ["FilePersistence", "Fingerprint", "Snapshot"]
+__all__ = ["MAX_SET_ASIDE", "FilePersistence", "Fingerprint", "Snapshot"]
 
 _LOG: Final = logging.getLogger("msal_persist")
 
-FILE_MODE: Final = 0o600
-DIR_MODE: Final = 0o700
+MAX_SET_ASIDE: Final = 10
+"""How many set-aside copies (``<cache>.corrupt-*``) are kept; the oldest go beyond that."""
+SET_ASIDE_INFIX: Final = ".corrupt-"
 _TEMP_SUFFIX: Final = ".tmp"
-_MISSING_ERRNOS: Final = frozenset({2, 20})  # ENOENT, ENOTDIR: nothing is there to read
+_LINK_ADVICE: Final = (
+    "msal-persist neither reads nor writes through links: use the path of its target"
+)
 
 
 @dataclass(frozen=True)
@@ -91,6 +104,8 @@ class FilePersistence:
         self.fsync: Final = fsync
         self.loads = 0
         self.saves = 0
+        self._shown = printable(self.path)
+        self._warned_links = False
 
     def __repr__(self) -> str:
         """Show the path, which is all that identifies this persistence."""
@@ -99,9 +114,11 @@ class FilePersistence:
     def fingerprint(self) -> Fingerprint | None:
         """Return the current file's fingerprint, or ``None`` when there is no file."""
         try:
-            return Fingerprint.from_stat(os.stat(self.path))
+            # lstat: a symlink planted at the path must look like a change (then load()
+            # refuses it), never like the file it points to.
+            return Fingerprint.from_stat(os.lstat(self.path))
         except OSError as error:
-            if error.errno in _MISSING_ERRNOS:
+            if error.errno in NOT_FOUND_ERRNOS:
                 return None
             raise CacheFileError.from_os_error(self.path, "read", error) from None
 
@@ -112,29 +129,35 @@ class FilePersistence:
         ``stat``) guarantees it describes these bytes even if the file is replaced meanwhile.
 
         Raises:
-            CacheFileError: The path exists but cannot be read (a directory, no permission,
-                an I/O error).
+            CacheFileError: The path exists but cannot be read: no permission, an I/O error,
+                or it is not a regular file (a directory, a FIFO, a device, or a symbolic
+                link, which is never followed). A FIFO never blocks the call.
         """
         try:
-            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            fd, st = open_regular(self.path, os.O_RDONLY)
+        except NotRegularFileError as error:
+            raise self._not_regular("read", error.kind) from None
         except OSError as error:
-            if error.errno in _MISSING_ERRNOS:
+            if error.errno in NOT_FOUND_ERRNOS:
                 return _ABSENT
             raise CacheFileError.from_os_error(self.path, "read", error) from None
         try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise CacheFileError(str(self.path), "read", "it is not a regular file")
             chunks = []
             while chunk := os.read(fd, max(st.st_size, 65536) + 1):
                 chunks.append(chunk)
         except OSError as error:
-            if isinstance(error, CacheFileError):
-                raise
             raise CacheFileError.from_os_error(self.path, "read", error) from None
         finally:
             os.close(fd)
         self.loads += 1
+        if st.st_nlink > 1 and not self._warned_links:
+            self._warned_links = True
+            _LOG.warning(
+                "token cache %s has %d names (hard links); each write replaces this name "
+                "only, so the others keep old tokens",
+                self._shown,
+                st.st_nlink,
+            )
         return Snapshot(b"".join(chunks), Fingerprint.from_stat(st), stat.S_IMODE(st.st_mode))
 
     def save(self, data: bytes, *, sync_directory: bool = True) -> Fingerprint:
@@ -155,39 +178,50 @@ class FilePersistence:
             f".{self.path.name}.{os.getpid()}-{secrets.token_hex(4)}{_TEMP_SUFFIX}",
         )
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
-        try:
-            fd = os.open(temp, flags, FILE_MODE)
-        except OSError as error:
-            reason = f"cannot create a file in {self.path.parent}: {error.strerror}"
-            raise CacheFileError(str(self.path), "write", reason, error.errno) from None
-        try:
+        with deferred_interrupts():  # the temp file must never outlive this call
             try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                if self.fsync:
-                    os.fsync(fd)
-                os.replace(temp, self.path)
-                # Stamp the file with the moment it became visible, not the earlier moment
-                # its bytes were written: peers such as msal-extensions reload only when the
-                # mtime is later than the clock they read after their last load, and would
-                # otherwise miss this version and write older tokens over it.
-                now = time.time_ns()
-                os.utime(fd if os.utime in os.supports_fd else self.path, ns=(now, now))
-                fingerprint = Fingerprint.from_stat(os.fstat(fd))
-            finally:
-                os.close(fd)
-        except OSError as error:
-            _unlink_quietly(temp)
-            raise CacheFileError.from_os_error(self.path, "write", error) from None
-        except BaseException:
-            _unlink_quietly(temp)
-            raise
+                fd = os.open(temp, flags, FILE_MODE)
+            except OSError as error:
+                reason = f"cannot create a file in {self.path.parent}: {error.strerror}"
+                raise CacheFileError(str(self.path), "write", reason, error.errno) from None
+            try:
+                fingerprint = self._fill_and_replace(fd, temp, data)
+            except OSError as error:
+                _unlink_quietly(temp)
+                raise CacheFileError.from_os_error(self.path, "write", error) from None
+            except BaseException:
+                _unlink_quietly(temp)
+                raise
         if sync_directory:
             self.sync_directory()
         self.saves += 1
-        _LOG.debug("wrote %d bytes to %s", len(data), self.path)
+        _LOG.debug("wrote %d bytes to %s", len(data), self._shown)
         return fingerprint
+
+    def _fill_and_replace(self, fd: int, temp: Path, data: bytes) -> Fingerprint:
+        try:
+            # The umask filtered os.open's mode: 0277 would make the file read-only for
+            # its owner, and every later write would fail.
+            os.fchmod(fd, FILE_MODE)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            if self.fsync:
+                os.fsync(fd)
+            os.replace(temp, self.path)
+            # Stamp the file with the moment it became visible, not the earlier moment its
+            # bytes were written: peers such as msal-extensions reload only when the mtime is
+            # later than the clock they read after their last load, and would otherwise miss
+            # this version and write older tokens over it. A failure from here on leaves the
+            # new file in place: the write has happened, only its stamp is missing.
+            now = time.time_ns()
+            try:
+                os.utime(fd, ns=(now, now))
+            except OSError as error:
+                _LOG.warning("could not stamp %s: %s", self._shown, error.strerror)
+            return Fingerprint.from_stat(os.fstat(fd))
+        finally:
+            os.close(fd)
 
     def sync_directory(self) -> None:
         """Make the last rename durable: fsync the directory (if ``fsync`` is on).
@@ -201,28 +235,95 @@ class FilePersistence:
     def quarantine(self) -> Path | None:
         """Move the current file aside to ``<path>.corrupt-<UTC timestamp>``; keep its bytes.
 
-        Returns the new path, or ``None`` if there was no file to move.
+        The copy is made private (0600) whatever the mode the bad file had, and at most
+        :data:`MAX_SET_ASIDE` copies are kept (the oldest go first). Returns the new path, or
+        ``None`` if there was no file to move.
         """
-        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
-        counter = 1
-        while target.exists():
-            target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}.{counter}")
-            counter += 1
+        target = self._set_aside_name()
         try:
             os.rename(self.path, target)
         except FileNotFoundError:
             return None
         except OSError as error:
             raise CacheFileError.from_os_error(self.path, "set aside", error) from None
+        try:
+            fd, _ = open_regular(target, os.O_RDONLY)
+        except OSError:
+            pass  # replaced meanwhile by whoever can write here: not ours to change
+        else:
+            try:
+                os.fchmod(fd, FILE_MODE)
+            finally:
+                os.close(fd)
+        self._prune_set_aside()
         return target
+
+    def keep_copy(self, data: bytes) -> Path:
+        """Save ``data`` beside the cache as a set-aside copy (0600); return its path.
+
+        Used when only part of a document is bad: the cache keeps the good part, the copy
+        keeps every byte of the original.
+        """
+        target = self._set_aside_name()
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+        with deferred_interrupts():
+            try:
+                fd = os.open(target, flags, FILE_MODE)
+            except OSError as error:
+                raise CacheFileError.from_os_error(target, "set aside", error) from None
+            try:
+                os.fchmod(fd, FILE_MODE)
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+            except OSError as error:
+                _unlink_quietly(target)
+                raise CacheFileError.from_os_error(target, "set aside", error) from None
+            except BaseException:
+                _unlink_quietly(target)
+                raise
+            finally:
+                os.close(fd)
+        self._prune_set_aside()
+        return target
+
+    def set_aside_copies(self) -> list[Path]:
+        """The set-aside copies beside the cache, oldest first."""
+        prefix = f"{self.path.name}{SET_ASIDE_INFIX}"
+        try:
+            names = os.listdir(self.path.parent)
+        except OSError:
+            return []
+        # "<stamp>" sorts before "<stamp>.1", and stamps sort by time.
+        return [self.path.parent / n for n in sorted(n for n in names if n.startswith(prefix))]
+
+    def _set_aside_name(self) -> Path:
+        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        target = self.path.with_name(f"{self.path.name}{SET_ASIDE_INFIX}{stamp}")
+        counter = 1
+        while os.path.lexists(target):
+            target = self.path.with_name(f"{self.path.name}{SET_ASIDE_INFIX}{stamp}.{counter}")
+            counter += 1
+        return target
+
+    def _prune_set_aside(self) -> None:
+        # Whatever keeps writing garbage must not fill the disk with copies of it.
+        for old in self.set_aside_copies()[:-MAX_SET_ASIDE]:
+            _unlink_quietly(old)
+            _LOG.warning(
+                "removed %s: more than %d set-aside copies of %s",
+                printable(old),
+                MAX_SET_ASIDE,
+                self._shown,
+            )
 
     def remove(self) -> bool:
         """Delete the file; return whether there was one.
 
         Raises:
             CacheFileError: The file is read-only (its owner's intent is honoured, as by
-                :meth:`save`) or cannot be removed.
+                :meth:`save`), is not a regular file (a symbolic link is not removed in place
+                of its target) or cannot be removed.
         """
         self._refuse_read_only("remove")
         try:
@@ -256,16 +357,45 @@ class FilePersistence:
             _LOG.debug("removed %d stale temp files next to %s", removed, self.path)
         return removed
 
-    def _refuse_read_only(self, operation: str) -> bool:
-        """Raise if the file is read-only or a directory; return whether it exists."""
-        # os.replace would happily swap out a file its owner made read-only (and root
-        # ignores permission bits anyway); honour the owner's intent explicitly.
+    def warn_if_exposed_directory(self) -> None:
+        """Log a warning when other users could swap the cache for one of their own.
+
+        A directory that group or others may write to (without the sticky bit), or that
+        another user owns, lets them replace the file with one holding their account.
+        """
         try:
-            st = os.stat(self.path)
+            st = os.stat(self.path.parent)
+        except OSError:
+            return
+        mode = stat.S_IMODE(st.st_mode)
+        writable = mode & (stat.S_IWGRP | stat.S_IWOTH) and not mode & stat.S_ISVTX
+        foreign = st.st_uid not in {os.geteuid(), 0}
+        if writable or foreign:
+            _LOG.warning(
+                "the directory of token cache %s (mode %04o, owner uid %d) lets other users "
+                "replace the cache with their own; keep it in a directory only you can write",
+                self._shown,
+                mode,
+                st.st_uid,
+            )
+
+    def _not_regular(self, operation: str, kind: str) -> CacheFileError:
+        advice = f": {_LINK_ADVICE}" if kind == "a symbolic link" else ""
+        return CacheFileError(
+            str(self.path), operation, f"it is {kind}, not a regular file{advice}"
+        )
+
+    def _refuse_read_only(self, operation: str) -> bool:
+        """Raise if the path is read-only or not a regular file; return whether it exists."""
+        # os.replace would happily swap out a file its owner made read-only (and root
+        # ignores permission bits anyway), or a symlink for a file that then diverges from
+        # the link's target; honour the owner's intent explicitly.
+        try:
+            st = os.lstat(self.path)
         except OSError:
             return False
-        if stat.S_ISDIR(st.st_mode):
-            raise CacheFileError(str(self.path), operation, "it is a directory")
+        if not stat.S_ISREG(st.st_mode):
+            raise self._not_regular(operation, kind_of(st.st_mode))
         if not st.st_mode & stat.S_IWUSR:
             raise CacheFileError(
                 str(self.path),
@@ -279,7 +409,7 @@ class FilePersistence:
         if parent.is_dir():
             return
         try:
-            parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+            make_private_directories(parent)
         except OSError as error:
             raise CacheFileError.from_os_error(parent, "create the directory of", error) from None
 

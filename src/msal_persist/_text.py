@@ -17,7 +17,7 @@ _CONTROL: Final = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def printable(text: str | os.PathLike[str]) -> str:
-    """Return ``text`` with every control character shown as an escape (``\\n``, ``\\x1b``).
+    r"""Return ``text`` with every control character shown as an escape (``\n``, ``\x1b``).
 
     Ordinary text, including non-ASCII letters, is returned unchanged.
     """

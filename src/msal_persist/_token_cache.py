@@ -21,7 +21,6 @@ what is overridden here:
 from __future__ import annotations
 
 import atexit
-import contextlib
 import json
 import logging
 import os
@@ -30,15 +29,18 @@ import threading
 import time
 import weakref
 from collections.abc import Iterator
+from types import TracebackType
 from typing import Any, Final
 
 import msal
 
-from ._document import NotACacheError, encode_document, parse_document
-from ._errors import CacheFileError
+from ._document import NotACacheError, decode_document, encode_document, parse_document
+from ._errors import MsalPersistError
 from ._locations import DEFAULT_APP_NAME, CacheLocation, default_cache_path
 from ._lock import DEFAULT_LOCK_TIMEOUT, CrossProcessLock
 from ._persistence import FilePersistence, Fingerprint, Snapshot
+from ._signals import checkpoint, deferred_interrupts
+from ._text import printable
 
 __all__ = ["LOCK_FILE_SUFFIX", "PersistedTokenCache"]
 
@@ -51,6 +53,8 @@ LOCK_FILE_SUFFIX: Final = ".lockfile"
 """Appended to the cache path to name the lock file, as every MSAL peer does."""
 
 _ACCESS_TOKEN: Final = "AccessToken"  # noqa: S105 - a section name
+_MEMORY_WAIT: Final = 0.05
+"""How long one wait for another thread's transaction lasts before a Ctrl-C is let in."""
 
 _LIVE_CACHES: weakref.WeakSet[PersistedTokenCache] = weakref.WeakSet()
 
@@ -99,6 +103,7 @@ class PersistedTokenCache(msal.SerializableTokenCache):  # type: ignore[misc]  #
             f"{self.location.path}{LOCK_FILE_SUFFIX}",
             timeout=lock_timeout,
         )
+        self._shown = printable(self.location.path)
         self._depth = 0
         self._synced = False
         self._known: Snapshot = Snapshot(None, None)
@@ -106,6 +111,7 @@ class PersistedTokenCache(msal.SerializableTokenCache):  # type: ignore[misc]  #
         self._lazy_removals: list[dict[str, Any]] = []
         self._in_search = threading.local()
         self._warned_mode = False
+        self._unclean = False  # the file holds entries msal cannot use, not yet set aside
         self._swept_temp_files = False
         _LIVE_CACHES.add(self)
 
@@ -120,8 +126,7 @@ class PersistedTokenCache(msal.SerializableTokenCache):  # type: ignore[misc]  #
 
     # -- transactions -------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[None]:
+    def transaction(self) -> _Transaction:
         """Hold the file lock around several msal calls and write once at the end.
 
         On entry the cache is reloaded if the file changed; on normal exit it is written if
@@ -138,39 +143,61 @@ class PersistedTokenCache(msal.SerializableTokenCache):  # type: ignore[misc]  #
             LockTimeoutError: Another process held the lock past ``lock_timeout``.
             CacheFileError: The file cannot be read or written.
         """
-        with self._lock:
+        return _Transaction(self)
+
+    def _begin(self, *, sync: bool = True) -> None:
+        """Enter a transaction (with interrupts held back): memory lock, file lock, sync."""
+        while not self._lock.acquire(timeout=_MEMORY_WAIT):
+            checkpoint()  # another thread's transaction: let a held-back Ctrl-C in meanwhile
+        try:
             if self._depth:
                 self._depth += 1
-                try:
-                    yield
-                finally:
-                    self._depth -= 1
                 return
             self.lock.acquire()
-            self._depth = 1
-            committed = wrote = False
             try:
-                self._sync_locked()
-                yield
-                wrote = self._commit_locked()
-                committed = True
+                self._depth = 1
+                if sync:
+                    self._sync_locked()
+            except BaseException:
+                self._depth, self._synced = 0, False
+                self.lock.release()
+                raise
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _end(self, *, commit: bool) -> None:
+        """Leave a transaction (with interrupts held back): write if asked, release."""
+        wrote = False
+        try:
+            if self._depth > 1:
+                self._depth -= 1
+                return
+            committed = False
+            try:
+                if commit:
+                    wrote = self._commit_locked()
+                    committed = True
             finally:
-                self._depth = 0
                 if not committed:
                     self._synced = False  # memory may hold half a change; trust the file
+                self._depth = 0
                 self.lock.release()
-            if wrote:
-                # The rename is already visible to everyone; making it durable needs no
-                # lock, and holding the lock for it would make every waiter wait longer.
-                self.persistence.sync_directory()
+        finally:
+            self._lock.release()
+        if wrote:
+            # The rename is already visible to everyone; making it durable needs no lock,
+            # and holding the lock for it would make every waiter wait longer.
+            self.persistence.sync_directory()
 
     def _sync_locked(self) -> None:
         """Under the lock: make memory match the newest file content, proven by its bytes."""
         if not self._swept_temp_files:
             self._swept_temp_files = True
             self.persistence.remove_stale_temp_files()
+            self.persistence.warn_if_exposed_directory()
         snapshot = self.persistence.load()
-        if self._synced and snapshot.data == self._known.data:
+        if self._synced and snapshot.data == self._known.data and not self._unclean:
             # Same bytes as memory reflects: a stat fingerprint alone could repeat after
             # inode reuse within one timestamp tick, the bytes cannot lie.
             self._known = snapshot
@@ -263,7 +290,7 @@ class PersistedTokenCache(msal.SerializableTokenCache):  # type: ignore[misc]  #
             self._known, self._synced = snapshot, True
             return
         try:
-            state = parse_document(snapshot.data)
+            decoded = decode_document(snapshot.data)
         except NotACacheError as error:
             if not may_quarantine:
                 raise
@@ -283,8 +310,22 @@ class PersistedTokenCache(msal.SerializableTokenCache):  # type: ignore[misc]  #
             self._known, self._synced = Snapshot(None, None), True
             return
         self._warn_if_exposed(snapshot)
-        self._replace_state(state)
+        self._replace_state(decoded.state)
         self._known, self._synced = snapshot, True
+        self._unclean = bool(decoded.rejected)
+        if decoded.rejected and may_quarantine:
+            # Only what is broken goes: the copy keeps every byte of the original, the cache
+            # keeps every usable entry and is written back without the rest.
+            copy = self.persistence.keep_copy(snapshot.data)
+            _LOG.warning(
+                "token cache %s held %d entries msal cannot use (%s); kept the original as "
+                "%s and continued with the usable entries",
+                self._shown,
+                decoded.rejected,
+                "; ".join(decoded.problems[:3]),
+                printable(copy),
+            )
+            self.has_state_changed, self._unclean = True, False
         _LOG.debug("reloaded %s (%d bytes)", self.persistence.path, len(snapshot.data))
 
     def _settle(self, snapshot: Snapshot) -> Snapshot | None:
@@ -421,20 +462,13 @@ class PersistedTokenCache(msal.SerializableTokenCache):  # type: ignore[misc]  #
         Raises:
             CacheFileError: The file is read-only or cannot be removed.
         """
-        with self._lock:
-            outermost = not self._depth
-            if outermost:
-                self.lock.acquire()
-            try:
-                existed = self.persistence.remove()
-                self._replace_state({})
-                self._known, self._synced = Snapshot(None, None), True
-                self._pending_adds.clear()
-                self._lazy_removals.clear()
-            finally:
-                if outermost:
-                    self.lock.release()
-            return existed
+        with _Transaction(self, sync=False):
+            existed = self.persistence.remove()
+            self._replace_state({})
+            self._known, self._synced = Snapshot(None, None), True
+            self._pending_adds.clear()
+            self._lazy_removals.clear()
+        return existed
 
     def flush(self) -> None:
         """Write what is queued now (done automatically at the next access and at exit)."""
@@ -451,6 +485,56 @@ class PersistedTokenCache(msal.SerializableTokenCache):  # type: ignore[misc]  #
         self._synced = False
         self._pending_adds = []
         self._lazy_removals = []
+
+
+class _Transaction:
+    """What ``with cache.transaction():`` enters and leaves.
+
+    A class, not a generator: ``__enter__`` either returns with the transaction open or
+    raises with nothing held, whatever instant a Ctrl-C lands at (see ``_signals``). The one
+    instant no Python code can cover, a Ctrl-C landing as Python enters ``__exit__``, leaves
+    the transaction open with nobody to close it; then this object is dropped unclosed, and
+    its finalizer ends the transaction (without writing), so the instance is never stuck.
+    """
+
+    __slots__ = ("_cache", "_opened_by", "_sync")
+
+    def __init__(self, cache: PersistedTokenCache, *, sync: bool = True) -> None:
+        self._cache = cache
+        self._sync = sync
+        self._opened_by: int | None = None
+
+    def __enter__(self) -> None:
+        try:
+            with deferred_interrupts():
+                self._cache._begin(sync=self._sync)  # noqa: SLF001
+                self._opened_by = threading.get_ident()
+            return  # noqa: TRY300 - the return must sit inside the try
+        except BaseException:
+            self._close(commit=False)  # a Ctrl-C held back while beginning: undo it all
+            raise
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._close(commit=exc_type is None)
+
+    def __del__(self) -> None:
+        if self._opened_by is not None and self._opened_by == threading.get_ident():
+            _LOG.warning(
+                "a transaction on %s was interrupted before it ended; nothing was written",
+                self._cache._shown,  # noqa: SLF001
+            )
+            self._close(commit=False)
+
+    def _close(self, *, commit: bool) -> None:
+        with deferred_interrupts():
+            if self._opened_by is not None:
+                self._opened_by = None
+                self._cache._end(commit=commit)  # noqa: SLF001
 
 
 def _refresh_token_update_follows(event: dict[str, Any]) -> bool:
@@ -475,8 +559,8 @@ def _flush_at_exit() -> None:
     for cache in list(_LIVE_CACHES):
         try:
             cache.flush()
-        except (CacheFileError, TimeoutError) as error:
-            _LOG.warning("could not write pending tokens to %s at exit: %s", cache.path, error)
+        except (MsalPersistError, OSError) as error:
+            _LOG.warning("could not write pending tokens at exit: %s", printable(str(error)))
 
 
 def _after_fork_in_child() -> None:
