@@ -305,3 +305,47 @@ def test_one_bad_entry_is_set_aside_and_the_good_ones_keep_serving(cache_path: P
     assert "bad-key" not in json.loads(cache_path.read_text())["AccessToken"]
     (copy,) = cache_path.parent.glob("token_cache.json.corrupt-*")
     assert "bad-key" in json.loads(copy.read_text())["AccessToken"]
+
+
+def _strict(data: bytes) -> object:
+    def refuse(name: str) -> None:
+        raise ValueError(name)
+
+    return json.loads(data, parse_constant=refuse)
+
+
+def test_a_value_strict_json_cannot_carry_is_a_clear_error_and_nothing_is_written(
+    cache_path: Path,
+) -> None:
+    """A NaN that reached memory is refused with CacheFileError; the file stays strict."""
+    cache = PersistedTokenCache(cache_path)
+    _write(cache, "before")
+    before = cache_path.read_bytes()
+    with pytest.raises(CacheFileError, match="strict JSON"), cache.transaction():
+        cache._cache["Extra"]["bad"] = {"n": float("nan")}
+        cache.has_state_changed = True
+    assert cache_path.read_bytes() == before
+    _strict(before)
+
+
+def test_cli_remove_writes_strict_json_and_keeps_the_original(
+    cache_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`msal-persist remove` writes strict JSON and keeps a file with bad parts as a copy."""
+    from msal_persist._cli import main  # noqa: PLC0415
+    from msal_persist.testing import LocalAuthority  # noqa: PLC0415
+
+    authority = LocalAuthority()
+    app = authority.public_client(token_cache=PersistedTokenCache(cache_path))
+    authority.sign_in(app, "ada@example.test")
+    authority.sign_in(app, "grace@example.test")
+    text = cache_path.read_text()[:-1] + ',"Other_tool":[1e999]}'
+    cache_path.write_text(text)
+    assert main(["remove", "ada@example.test", str(cache_path), "--yes"]) == 0
+    assert "kept the original as" in capsys.readouterr().out
+    document = _strict(cache_path.read_bytes())
+    assert isinstance(document, dict)
+    assert "Other_tool" not in document
+    assert {a["username"] for a in document["Account"].values()} == {"grace@example.test"}
+    (copy,) = cache_path.parent.glob("token_cache.json.corrupt-*")
+    assert copy.read_text() == text

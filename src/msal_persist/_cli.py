@@ -54,7 +54,14 @@ from typing import Any, Final, Literal, NamedTuple
 import msal
 
 from . import __version__
-from ._document import SECTIONS, Decoded, NotACacheError, decode_document, parse_document
+from ._document import (
+    SECTIONS,
+    Decoded,
+    NotACacheError,
+    decode_document,
+    encode_document,
+    parse_document,
+)
 from ._errors import CacheFileError, CacheLocationError, LockTimeoutError, MsalPersistError
 from ._files import kind_of
 from ._locations import DEFAULT_APP_NAME, ENV_VAR, CacheLocation, default_cache_path
@@ -1422,16 +1429,20 @@ def _cmd_remove(args: argparse.Namespace) -> int:
         if snapshot.data is None:
             raise _CommandError(EXIT_NO_CACHE, path, "no such file: someone removed it meanwhile")
         try:
-            state = parse_document(snapshot.data)
+            decoded = decode_document(snapshot.data)
         except NotACacheError as error:
             raise _CommandError(EXIT_NO_CACHE, path, f"not an msal token cache: {error}") from None
+        state = decoded.state
         matches = _matching_accounts(state, args.account)
         if not matches:
             raise _CommandError(EXIT_NO_ACCOUNT, path, "no account matches any more")
         names = _describe_accounts(state, matches)
         remaining, removed = _without_accounts(state, matches)
-        # Compact, like PersistedTokenCache: the same document msal's indent=4 describes.
-        persistence.save(json.dumps(remaining, separators=(",", ":")).encode())
+        if decoded.rejected:
+            # As the cache itself does: the original keeps every byte, the file keeps only
+            # what msal can use, and only strict JSON is written.
+            _say(f"kept the original as {persistence.keep_copy(snapshot.data)}")
+        persistence.save(encode_document(remaining))
     counts = ", ".join(
         _plural(removed[section], _TOKEN_NAMES.get(section, "account entry"))
         for section in _ACCOUNT_SECTIONS

@@ -209,9 +209,14 @@ def _checked_shape(state: Any) -> dict[str, Any]:
 
 
 # What msal for Python (1.29 to 1.39) reads in each entry, field by field, and the msal code
-# that needs it. A field msal reads with entry[...] or asserts is required; one it reads
-# with .get() may be absent. "text or null": msal's key makers build cache keys with
-# "-".join([value or "", ...]), which takes text or null and raises on anything else.
+# that needs it, so that no msal code path raises on an entry it is given. A field msal
+# reads with entry[...] or asserts is required; one it reads with .get() may be absent but,
+# when present, must be of a type msal can use:
+# - "text or null": msal's key makers build cache keys with "-".join([value or "", ...]),
+#   which raises on a number, a list or an object;
+# - "whole number": what int() takes and what the other SDKs parse: text of ASCII digits
+#   (as msal writes it), a JSON integer or a whole finite float, within 64 bits;
+# - "the section's name": the credential_type msal's remove_*() and update_rt() assert.
 # Fields not listed are not read by msal; they are kept if they are strict JSON.
 _Kind = Literal["the section's name", "text", "text or null", "whole number"]
 

@@ -266,22 +266,32 @@ class CrossProcessLock:
 
     def _delete_lock_file(self, fd: int) -> None:
         try:
+            size = os.fstat(fd).st_size
+        except OSError:
+            size = 0  # only the courtesy below depends on it, not the release
+        if size > self._record_length:
             # Waiters appended to the file while we held it: step aside for a moment after
             # this release, or a holder that locks again at once would starve them.
-            held = os.fstat(fd)
-            if held.st_size > self._record_length:
-                self._yield_until = time.monotonic() + _YIELD_TIME
-                self._note_contention()
+            self._yield_until = time.monotonic() + _YIELD_TIME
+            self._note_contention()
+        try:
             # Unlink while still holding the OS lock: a waiter that opened the old inode and
             # gets its OS lock after us finds the path no longer names it and retries,
             # instead of believing it holds a lock nobody else can see.
-            if _names_inode(self.path, held):
+            # An lstat that fails for another reason than absence cannot tell whose file
+            # the path names now: leave it to the stale rules rather than risk deleting
+            # another holder's (this process breaks its own leftover at once).
+            try:
+                st = os.lstat(self.path)
+            except FileNotFoundError:
+                st = None
+            if st is not None and (st.st_dev, st.st_ino) == self._held_inode:
                 _unlink(self.path)
             else:
                 _LOG.warning("lock file %s was replaced by another process while held", self._shown)
         except OSError as error:
             _LOG.warning(
-                "could not remove lock file %s (%s); other processes will break it as stale",
+                "could not remove lock file %s (%s); it will be broken as stale",
                 self._shown,
                 error.strerror,
             )
@@ -449,7 +459,7 @@ class CrossProcessLock:
                     raise LockTimeoutError(str(self.path), self.timeout or 0.0, None)
                 with interruptible():
                     time.sleep(_FIRST_POLL)
-            if not _names_inode(self.path, created):
+            if not _names_inode(self.path, inode):
                 # A breaker removed the file between our create and our lock. Whoever owns
                 # the path now is the holder; ours is an orphan.
                 _HELD_HERE.discard(inode)
@@ -459,7 +469,9 @@ class CrossProcessLock:
             if inode is not None:
                 _HELD_HERE.discard(inode)
             try:
-                if _names_inode(self.path, os.fstat(fd)):
+                # Without an inode (fstat failed) the path is still ours: we created it
+                # exclusively a moment ago, and breakers wait far longer before they act.
+                if inode is None or _names_inode(self.path, inode):
                     _unlink(self.path)
             except OSError:
                 pass
@@ -539,7 +551,7 @@ class CrossProcessLock:
         abandoned = pid is None and age >= NO_PID_GRACE
         if not (dead or abandoned or age >= self.stale_grace):
             return False
-        if not _names_inode(self.path, st):
+        if not _names_inode(self.path, (st.st_dev, st.st_ino)):
             return True
         _unlink(self.path)
         self.broken += 1
@@ -795,13 +807,13 @@ def _try_os_lock(fd: int, path: Path) -> bool:
     return True
 
 
-def _names_inode(path: Path, held: os.stat_result) -> bool:
-    """Whether ``path`` itself (not a link's target) still names the file ``held``."""
+def _names_inode(path: Path, inode: tuple[int, int]) -> bool:
+    """Whether ``path`` itself (not a link's target) still names ``(device, inode)``."""
     try:
         st = os.lstat(path)
     except OSError:
         return False
-    return (st.st_dev, st.st_ino) == (held.st_dev, held.st_ino)
+    return (st.st_dev, st.st_ino) == inode
 
 
 def _retry_soon(retries: int) -> int:

@@ -35,7 +35,7 @@ from typing import Any, Final
 import msal
 
 from ._document import NotACacheError, decode_document, encode_document, parse_document
-from ._errors import MsalPersistError
+from ._errors import CacheFileError, MsalPersistError
 from ._locations import DEFAULT_APP_NAME, CacheLocation, default_cache_path
 from ._lock import DEFAULT_LOCK_TIMEOUT, CrossProcessLock
 from ._persistence import FilePersistence, Fingerprint, Snapshot
@@ -224,7 +224,12 @@ class PersistedTokenCache(msal.SerializableTokenCache):  # type: ignore[misc]  #
         if not self._known.exists and not any(self._cache.values()):
             # Nothing to keep and no file: do not create one (a deleted cache means empty).
             return False
-        data = encode_document(self._cache)
+        try:
+            data = encode_document(self._cache)
+        except ValueError as error:  # msal stored a NaN or an infinity from a response
+            self.has_state_changed = True
+            reason = f"the cache holds a value strict JSON cannot carry ({error})"
+            raise CacheFileError(str(self.location.path), "write", reason) from None
         if data == self._known.data:
             return False
         try:
@@ -523,12 +528,21 @@ class _Transaction:
         self._close(commit=exc_type is None)
 
     def __del__(self) -> None:
-        if self._opened_by is not None and self._opened_by == threading.get_ident():
+        # getattr: an interrupt inside __init__ leaves the attribute unset.
+        opened_by = getattr(self, "_opened_by", None)
+        if opened_by is None or opened_by != threading.get_ident():
+            return
+        try:
             _LOG.warning(
                 "a transaction on %s was interrupted before it ended; nothing was written",
                 self._cache._shown,  # noqa: SLF001
             )
-            self._close(commit=False)
+        finally:
+            try:
+                self._close(commit=False)
+            except KeyboardInterrupt:
+                # Python drops any exception a finalizer raises; make sure the close ran.
+                self._close(commit=False)
 
     def _close(self, *, commit: bool) -> None:
         with deferred_interrupts():
