@@ -22,8 +22,8 @@ import msal
 import pytest
 
 import msal_persist
+from cli_helpers import doctor_checks, run
 from msal_persist import PersistedTokenCache
-from msal_persist._cli import main
 from msal_persist.testing import DEFAULT_CLIENT_ID, DEFAULT_SCOPES, LocalAuthority
 from process_helpers import HOLD_LOCK, python_command, running, stop, worker_env
 
@@ -33,17 +33,8 @@ ALICE = "alice@example.test"
 BOB = "Bob@Example.test"
 
 EXIT_CODES = {0, 1, 2, 3, 4, 5, 6, 130}
-DOCTOR_LINE = re.compile(r"^(OK  |WARN|FAIL)  [a-z ]+: \S")
-FIX_LINE = re.compile(r"^      fix: \S")
 
 # -- helpers --------------------------------------------------------------------------------
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    """Run the tool in this process; return the exit status, stdout and stderr."""
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def sign_in(path: Path, username: str, client_id: str = DEFAULT_CLIENT_ID) -> LocalAuthority:
@@ -489,19 +480,7 @@ def test_show_content_that_is_no_cache_exits_3_and_is_left_alone(capsys, corrupt
 def doctor(capsys, *argv: str) -> tuple[int, dict[str, str], str]:
     """Run doctor; check its line format; return the status and {check: "STATUS detail"}."""
     code, out, err = run(capsys, "doctor", *argv)
-    lines = out.splitlines()
-    assert lines[-1].startswith("doctor: ")
-    checks: dict[str, str] = {}
-    last = ""
-    for line in lines[:-1]:
-        if FIX_LINE.match(line):
-            checks[last] += "\n" + line.strip()
-            continue
-        assert DOCTOR_LINE.match(line), line
-        status, _, rest = line.partition("  ")
-        last, _, detail = rest.strip().partition(": ")
-        checks[last] = f"{status} {detail}"
-    return code, checks, err
+    return code, doctor_checks(out), err
 
 
 def test_doctor_passes_a_healthy_cache(capsys, cache):

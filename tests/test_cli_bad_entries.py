@@ -9,19 +9,13 @@ from typing import Any
 import msal
 import pytest
 
-from msal_persist._cli import main
+from cli_helpers import run
 from msal_persist.testing import LocalAuthority
 
 ALICE = "alice@example.test"
 BOB = "bob@example.test"
 # Non-standard literals, spliced into the JSON text where these strings stand.
 LITERALS = {'"<1e999>"': "1e999", '"<NaN>"': "NaN"}
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from cli_helpers import doctor_checks, run
 from msal_persist import PersistedTokenCache
-from msal_persist._cli import main
 from msal_persist._text import printable
 from msal_persist.testing import LocalAuthority
 from process_helpers import worker_env
@@ -34,8 +34,6 @@ HOSTILE_DIR = "evil\n\x1b[31mdir\u2028"
 """A directory name that would forge a line and turn the terminal red if printed raw."""
 
 CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-DOCTOR_LINE = re.compile(r"^(OK  |WARN|FAIL)  [a-z ]+: \S")
-FIX_LINE = re.compile(r"^      fix: \S")
 DURATION = re.compile(r"\b\d+[dhms](?: \d+[hms])?\b")
 SUBPROCESS_TIMEOUT = 30.0
 """Bound on one command run as a program; a hang fails the test instead of stalling it."""
@@ -51,13 +49,6 @@ HOSTILE_SECTION = ("Evil\nSection\x1b[0m", "Plain-section")
 
 
 # -- helpers --------------------------------------------------------------------------------
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    """Run the tool in this process; return the exit status, stdout and stderr."""
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def run_program(*argv: str) -> tuple[subprocess.CompletedProcess[str], float]:
@@ -86,27 +77,6 @@ def assert_printable(text: str) -> None:
     """No control character but the newlines that end lines."""
     found = CONTROL.findall(text.replace("\n", ""))
     assert not found, f"raw control characters {found!r} in {text!r}"
-
-
-def doctor_checks(out: str) -> dict[str, str]:
-    """Parse doctor's output, checking each line's shape: {check: "STATUS detail"}.
-
-    A fix line is appended to its check's text after a newline.
-    """
-    lines = out.split("\n")
-    assert lines[-1] == ""
-    assert lines[-2].startswith("doctor: ")
-    checks: dict[str, str] = {}
-    last = ""
-    for line in lines[:-2]:
-        if FIX_LINE.match(line):
-            checks[last] += "\n" + line.strip()
-            continue
-        assert DOCTOR_LINE.match(line), line
-        status, _, rest = line.partition("  ")
-        last, _, detail = rest.strip().partition(": ")
-        checks[last] = f"{status} {detail}"
-    return checks
 
 
 def doctor(capsys: pytest.CaptureFixture[str], path: Path) -> tuple[int, dict[str, str]]:
