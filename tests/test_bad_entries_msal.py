@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Callable
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import msal
 import pytest
 
-from msal_persist._document import decode_document
+from msal_persist._codec import decode_document
 from msal_persist.testing import DEFAULT_SCOPES, LocalAuthority
 
 ADA = "ada@example.test"
@@ -117,16 +118,38 @@ def app_on(authority: LocalAuthority, text: str) -> msal.PublicClientApplication
     return authority.public_client(token_cache=cache)
 
 
+# msal 1.39's search() reads every access token of the section to drop expired ones, so one
+# bad entry breaks every account's acquire_token_silent; older msal (1.29) reads only the
+# entries of the account asked for, and never drops expired ones while searching.
+SEARCH_DROPS_EXPIRED = "expires_on" in inspect.getsource(msal.TokenCache.search)
+HARMLESS_UNLESS_SEARCH_DROPS_EXPIRED = {"expired access token without credential_type"}
+MSAL_ERRORS = (ValueError, OverflowError, KeyError, AttributeError, TypeError, AssertionError)
+
+
+def raises(trigger: Trigger, app: msal.PublicClientApplication, accounts: Accounts) -> bool:
+    try:
+        trigger(app, accounts)
+    except MSAL_ERRORS:
+        return True
+    return False
+
+
 @pytest.mark.parametrize("case", list(CASES))
 def test_msal_raises_on_the_damaged_document_as_is(signed_in, case: str) -> None:
-    """Without validation, the damaged entry makes a real msal call raise (the issue)."""
+    """Without validation, the damaged entry makes a real msal call raise (the issue).
+
+    With the installed msal, either the case's own call raises or, where msal reads only
+    the asked account's entries, a silent acquisition for the damaged account does.
+    """
     authority, document, accounts = signed_in
     section, changes, trigger = CASES[case]
     text = damage(document, section, accounts[ADA]["home_account_id"], changes)
-    with pytest.raises(
-        (ValueError, OverflowError, KeyError, AttributeError, TypeError, AssertionError)
-    ):
-        trigger(app_on(authority, text), accounts)
+    triggers = [trigger] if SEARCH_DROPS_EXPIRED else [trigger, silent(ADA)]
+    raised = any(raises(t, app_on(authority, text), accounts) for t in triggers)
+    if not SEARCH_DROPS_EXPIRED and case in HARMLESS_UNLESS_SEARCH_DROPS_EXPIRED:
+        assert not raised  # this msal never reads it; it is left out all the same
+    else:
+        assert raised
 
 
 @pytest.mark.parametrize("case", list(CASES))
