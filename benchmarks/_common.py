@@ -104,9 +104,7 @@ def make_contender(kind: str, path: Path) -> Contender:
     if kind == PERSIST:
         cache = PersistedTokenCache(path)
         # flush() is what msal-persist's atexit hook does; normally there is nothing queued.
-        return Contender(
-            kind, path, cache, finish=cache.flush, writes=lambda: cache.persistence.saves
-        )
+        return Contender(kind, path, cache, finish=cache.flush, writes=lambda: cache.store.saves)
     raise ValueError(f"unknown contender {kind!r}")
 
 

@@ -56,7 +56,7 @@ class LockRecorder:
             self.intervals[-1][2] = time.thread_time() - self.intervals[-1][2]
 
     def attach(self, contender: Any) -> None:
-        lock = getattr(contender.cache, "lock", None)
+        lock = _persist_lock(contender.cache)
         if lock is not None and hasattr(lock, "acquire"):
             acquire, release = lock.acquire, lock.release
 
@@ -89,16 +89,21 @@ class LockRecorder:
             ext.CrossPlatLock = RecordedLock
 
 
+def _persist_lock(cache: Any) -> Any:
+    """msal-persist's CrossProcessLock (its file store's), or None for other contenders."""
+    return getattr(getattr(cache, "store", None), "lock", None)
+
+
 def instrument(contender: Any) -> Meter:
     """Time what msal-persist does under the lock (profile_paths.py contention)."""
     meter = Meter()
     cache = contender.cache
-    if hasattr(cache, "persistence"):
-        meter.wrap(cache.lock, "acquire", "lock.acquire (incl. waiting)")
-        meter.wrap(cache.lock, "release", "lock.release")
+    if hasattr(cache, "store"):
+        meter.wrap(cache.store.lock, "acquire", "lock.acquire (incl. waiting)")
+        meter.wrap(cache.store.lock, "release", "lock.release")
         meter.wrap(cache, "_sync_locked", "_sync_locked (reload + queued add)")
         meter.wrap(cache, "_commit_locked", "_commit_locked (encode + save)")
-        meter.wrap(cache.persistence, "save", "persistence.save")
+        meter.wrap(cache.store, "save", "store.save")
     meter.wrap(os, "fsync", "os.fsync")
     meter.wrap(os, "replace", "os.replace")
     meter.wrap(time, "sleep", "time.sleep (lock polling)")
@@ -174,7 +179,7 @@ def serve_round(command: dict[str, Any]) -> dict[str, Any] | None:
     if meter is not None:
         meter.undo()
         report["meter"] = {"time": meter.time, "calls": meter.calls}
-    lock = getattr(contender.cache, "lock", None) if contender else None
+    lock = _persist_lock(contender.cache) if contender else None
     if lock is not None:
         report["lock"] = {
             "acquisitions": lock.acquisitions,

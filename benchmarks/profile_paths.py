@@ -55,12 +55,12 @@ def profile(path_name: str, accounts: int, calls: int, cprofile_top: int, tmp: P
             continue
         cache = under_test.contender.cache
         meter = Meter()
-        meter.wrap(cache.lock, "acquire", "lock.acquire")
-        meter.wrap(cache.lock, "release", "lock.release")
+        meter.wrap(cache.store.lock, "acquire", "lock.acquire")
+        meter.wrap(cache.store.lock, "release", "lock.release")
         meter.wrap(cache, "_sync_locked", "_sync_locked (reload + queued add)")
-        meter.wrap(cache.persistence, "load", "  persistence.load")
+        meter.wrap(cache.store, "load", "  store.load")
         meter.wrap(cache, "_commit_locked", "_commit_locked (encode + save)")
-        meter.wrap(cache.persistence, "save", "  persistence.save")
+        meter.wrap(cache.store, "save", "  store.save")
         meter.wrap(_token_cache.json, "dumps", "  json.dumps (all callers)")
         meter.wrap(os, "fsync", "    os.fsync (file + directory)")
         meter.wrap(os, "replace", "    os.replace")

@@ -13,10 +13,10 @@ for user in ("ada@example.test", "grace@example.test"):
 
 # msal's remove_account() changes several entries; one transaction makes it one lock and
 # one write, so no other process ever sees the account half removed.
-writes = cache.persistence.saves
+writes = cache.store.saves
 with cache.transaction():
     app.remove_account(app.get_accounts(username="ada@example.test")[0])
-assert cache.persistence.saves == writes + 1
+assert cache.store.saves == writes + 1
 print("left:", [a["username"] for a in app.get_accounts()])
 
 # clear() deletes the file under the lock: every process sharing it reads an empty cache

@@ -1,13 +1,18 @@
-"""Run real worker processes for the multi-process tests, bounded in count and time."""
+"""Start, watch and reap worker processes (``tests/workers/``), bounded in count and time.
+
+Both suites start every worker through here: ``worker`` builds the command, ``start`` or
+``running`` or ``run_all`` / ``run_workers`` start it, and every path out ``stop``s (kills
+and reaps) whatever still runs.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import select
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -16,32 +21,15 @@ from pathlib import Path
 import msal_persist
 
 # Workers import the same msal_persist the tests do (installed or from src/), plus the
-# helpers in tests/.
+# workers package and helpers in tests/.
 SEARCH_PATH = [str(Path(msal_persist.__file__).resolve().parents[1]), str(Path(__file__).parent)]
 WORKER_TIMEOUT = 90.0
 READY_TIMEOUT = 20.0
 
 
-HOLD_LOCK = """
-    import sys
-    from msal_persist import CrossProcessLock
-    lock = CrossProcessLock(sys.argv[1])
-    lock.acquire()
-    print("ready", flush=True)
-    sys.stdin.read()  # hold until the parent closes stdin or kills us
-    lock.release()
-"""
-"""A worker (see python_command) that holds the lock file argv[1] until stdin closes."""
-
-
-def cache_worker(command: str, *args: str) -> list[str]:
-    """Build a command running one of ``cache_workers.py``'s commands in a fresh interpreter."""
-    return [sys.executable, str(Path(__file__).with_name("cache_workers.py")), command, *args]
-
-
-def python_command(code: str, *args: str) -> list[str]:
-    """Build a command that runs ``code`` in a fresh interpreter with ``args`` as argv[1:]."""
-    return [sys.executable, "-c", textwrap.dedent(code), *args]
+def worker(module: str, command: str, *args: str) -> list[str]:
+    """The command line running ``command`` of ``workers.<module>`` in a fresh interpreter."""
+    return [sys.executable, "-m", f"workers.{module}", command, *args]
 
 
 def worker_env() -> dict[str, str]:
@@ -63,23 +51,62 @@ def start(command: list[str], *, stdin: bool = False, stderr: bool = True) -> su
     )
 
 
-def run_workers(commands: Sequence[list[str]], timeout: float = WORKER_TIMEOUT) -> list[str]:
-    """Start every command at once, wait for all, return their stdouts; fail on any error."""
+def stop(proc: subprocess.Popen[str]) -> None:
+    """Kill ``proc`` if it still runs, reap it and close its pipes."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
+        if stream is not None and not stream.closed:
+            stream.close()
+
+
+@dataclasses.dataclass
+class Outcome:
+    """How one worker ended: its command, pid, exit code, stdout and stderr."""
+
+    command: list[str]
+    pid: int
+    returncode: int | None
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        """Whether the worker exited 0."""
+        return self.returncode == 0
+
+    def describe(self) -> str:
+        """A failure message naming the worker and showing the end of its stderr."""
+        what = " ".join(self.command[2:5])[:200]
+        return f"{what} (pid {self.pid}) exited {self.returncode}:\n{self.stderr[-3000:]}"
+
+
+def run_all(commands: Sequence[list[str]], timeout: float = WORKER_TIMEOUT) -> list[Outcome]:
+    """Start every command at once and wait for all; kill and reap any left at the deadline."""
     procs = [start(cmd) for cmd in commands]
     deadline = time.monotonic() + timeout
-    outputs = []
-    failures = []
+    outcomes = []
     try:
-        for proc in procs:
-            out, err = proc.communicate(timeout=max(0.1, deadline - time.monotonic()))
-            outputs.append(out)
-            if proc.returncode != 0:
-                failures.append(f"pid {proc.pid} exited {proc.returncode}:\n{err[-3000:]}")
+        for cmd, proc in zip(commands, procs, strict=True):
+            try:
+                out, err = proc.communicate(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                stop(proc)
+                out, err = "", f"killed: the {timeout} s deadline for all workers passed"
+            outcomes.append(Outcome(cmd, proc.pid, proc.returncode, out, err))
     finally:
         for proc in procs:
             stop(proc)
+    return outcomes
+
+
+def run_workers(commands: Sequence[list[str]], timeout: float = WORKER_TIMEOUT) -> list[str]:
+    """Start every command at once, wait for all, return their stdouts; fail on any error."""
+    outcomes = run_all(commands, timeout)
+    failures = [outcome.describe() for outcome in outcomes if not outcome.ok]
     assert not failures, "\n".join(failures)
-    return outputs
+    return [outcome.stdout for outcome in outcomes]
 
 
 @contextmanager
@@ -91,8 +118,8 @@ def running(command: list[str], ready_line: str = "ready") -> Iterator[subproces
         ready, _, _ = select.select([proc.stdout], [], [], READY_TIMEOUT)
         line = proc.stdout.readline() if ready else ""
         if line.strip() != ready_line:
-            stop(proc)
-            err = proc.stderr.read() if proc.stderr else ""
+            proc.kill()
+            _, err = proc.communicate(timeout=10)
             msg = f"worker did not get ready: {line!r}\n{err[-3000:]}"
             raise AssertionError(msg)
         yield proc
@@ -100,23 +127,12 @@ def running(command: list[str], ready_line: str = "ready") -> Iterator[subproces
         stop(proc)
 
 
-def stop(proc: subprocess.Popen[str]) -> None:
-    """Kill ``proc`` if it still runs, reap it and close its pipes."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=10)
-    for stream in (proc.stdin, proc.stdout, proc.stderr):
-        if stream is not None and not stream.closed:
-            stream.close()
-
-
-def wait_for_barrier(path: Path, parties: int, timeout: float = 30.0) -> None:
-    """Used inside workers: announce arrival in ``path`` and wait until all have arrived."""
-    with path.open("a") as arrivals:
-        arrivals.write(".")
-    deadline = time.monotonic() + timeout
-    while path.stat().st_size < parties:
-        if time.monotonic() > deadline:
-            msg = "barrier timed out"
-            raise TimeoutError(msg)
-        time.sleep(0.002)
+def finished_worker() -> subprocess.Popen[str]:
+    """A worker that has exited and been reaped: no process runs under its pid."""
+    proc = start(worker("lock", "exit_at_once"))
+    try:
+        proc.communicate(timeout=30)
+    finally:
+        stop(proc)
+    assert proc.returncode == 0
+    return proc

@@ -10,7 +10,7 @@ from typing import Any
 import msal
 import pytest
 
-from msal_persist._document import decode_document
+from msal_persist._codec import decode_document
 from msal_persist.testing import DEFAULT_SCOPES, LocalAuthority
 
 ADA = "ada@example.test"

@@ -25,7 +25,7 @@ import msal_persist
 from cli_helpers import doctor_checks, run
 from msal_persist import PersistedTokenCache
 from msal_persist.testing import DEFAULT_CLIENT_ID, DEFAULT_SCOPES, LocalAuthority
-from process_helpers import HOLD_LOCK, python_command, running, stop, worker_env
+from process_helpers import finished_worker, running, stop, worker, worker_env
 
 OTHER_CLIENT_ID = "11111111-1111-4111-8111-111111111111"
 AZURE_CLI_CLIENT_ID = "04b07795-8ddb-461a-bbee-02f9e1bf7b46"
@@ -33,6 +33,7 @@ ALICE = "alice@example.test"
 BOB = "Bob@Example.test"
 
 EXIT_CODES = {0, 1, 2, 3, 4, 5, 6, 130}
+ROOT = Path(__file__).resolve().parent.parent
 
 # -- helpers --------------------------------------------------------------------------------
 
@@ -94,7 +95,7 @@ def run_command(command: list[str], timeout: float = 60) -> subprocess.Completed
 @contextmanager
 def lock_held_by_another_process(cache: Path) -> Iterator[subprocess.Popen[str]]:
     """Hold ``<cache>.lockfile`` from a real subprocess for the duration of the block."""
-    with running(python_command(HOLD_LOCK, f"{cache}.lockfile")) as proc:
+    with running(worker("lock", "hold", f"{cache}.lockfile")) as proc:
         yield proc
 
 
@@ -234,13 +235,23 @@ def test_help_documents_every_exit_status(capsys, argv):
     assert {int(m) for m in re.findall(r"^  (\d+) ", epilog, re.MULTILINE)} == EXIT_CODES
 
 
-def test_module_docstring_documents_every_exit_status():
-    """The module docstring's table lists the same exit statuses as --help."""
+def test_exit_statuses_are_documented_from_one_enum():
+    """ExitCode holds every status; the docstring's table and the README's sentence follow it."""
     from msal_persist import _cli  # noqa: PLC0415
 
+    assert {int(code) for code in _cli.ExitCode} == EXIT_CODES
+    expected = [(code.value, code.description) for code in _cli.ExitCode]
     assert _cli.__doc__ is not None
-    table = _cli.__doc__.partition("===  ")[2]
-    assert {int(m) for m in re.findall(r"^(\d+) ", table, re.MULTILINE)} == EXIT_CODES
+    table = _cli.__doc__.partition("===  ")[2].partition("\n")[2].partition("\n===  ")[0]
+    rows = re.findall(r"^(\d+) +(.+(?:\n {5}.+)*)", table, re.MULTILINE)
+    assert [(int(number), " ".join(text.split())) for number, text in rows] == expected
+    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    sentence = re.search(r"Exit status: (.+?)\. ", readme)
+    assert sentence is not None, "README.md has no 'Exit status: ...' sentence"
+    said = [p.partition(" ") for p in sentence.group(1).replace("`", "").split("; ")]
+    assert [(int(number), words) for number, _, words in said] == [
+        (code.value, code.summary) for code in _cli.ExitCode
+    ]
 
 
 @pytest.mark.parametrize(
@@ -577,8 +588,7 @@ def test_doctor_names_a_live_lock_holder(capsys, cache):
 
 def test_doctor_reports_a_stale_lock_without_removing_it(capsys, cache):
     """A lock file left by a dead process is a WARN; doctor does not delete it."""
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait(timeout=30)
+    dead = finished_worker()
     lock_file = Path(f"{cache}.lockfile")
     lock_file.write_text(f"{dead.pid} /usr/bin/az")
     code, checks, _ = doctor(capsys, str(cache))
@@ -592,8 +602,7 @@ def test_doctor_reports_a_stale_lock_without_removing_it(capsys, cache):
 
 def test_doctor_reports_leftovers_that_may_hold_tokens(capsys, cache):
     """Set-aside corrupt copies and temp files of dead writers are WARNs with an rm fix."""
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait(timeout=30)
+    dead = finished_worker()
     copy = cache.with_name(f"{cache.name}.corrupt-20250101T000000Z")
     temp = cache.with_name(f".{cache.name}.{dead.pid}-abcd1234.tmp")
     copy.write_text("{")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from msal_persist import PersistedTokenCache
 from msal_persist.testing import LocalAuthority
-from process_helpers import cache_worker, start
+from process_helpers import start, stop, worker
 
 KILLS = 30
 
@@ -20,7 +20,7 @@ def test_sigkill_during_writes_never_leaves_a_broken_file(cache_path: Path) -> N
     rng = random.Random(20261130)  # noqa: S311 - reproducible instants, not secrecy
     completed: list[str] = []
     for kill in range(KILLS):
-        proc = start(cache_worker("crash_writer", str(cache_path), f"k{kill}-"), stderr=False)
+        proc = start(worker("cache", "crash_writer", str(cache_path), f"k{kill}-"), stderr=False)
         try:
             assert proc.stdout is not None
             assert proc.stdout.readline().strip() == "ready"
@@ -29,11 +29,7 @@ def test_sigkill_during_writes_never_leaves_a_broken_file(cache_path: Path) -> N
             proc.wait(timeout=10)
             completed.extend(line.strip() for line in proc.stdout if line.strip())
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            assert proc.stdout is not None
-            proc.stdout.close()
+            stop(proc)
         if cache_path.exists():
             document = json.loads(cache_path.read_bytes())  # must parse, every time
             on_disk = {entry["username"] for entry in document["Account"].values()}

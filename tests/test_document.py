@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from msal_persist import _document
-from msal_persist._document import (
+from msal_persist import _codec, _schema
+from msal_persist._codec import (
     MAX_DEPTH,
     SECTIONS,
     NotACacheError,
@@ -191,13 +191,13 @@ BAD_ENTRIES = [
 @contextmanager
 def codec(*, fast: bool) -> Iterator[None]:
     """Run the block with orjson (when installed) or with the standard library alone."""
-    saved = _document._fast_loads, _document._fast_dumps
+    saved = _codec._fast_loads, _codec._fast_dumps
     if not fast:
-        _document._fast_loads = _document._fast_dumps = None
+        _codec._fast_loads = _codec._fast_dumps = None
     try:
         yield
     finally:
-        _document._fast_loads, _document._fast_dumps = saved
+        _codec._fast_loads, _codec._fast_dumps = saved
 
 
 @pytest.fixture(params=[True, False], ids=["orjson", "stdlib"])
@@ -357,7 +357,7 @@ def test_parse_document_refuses_overlong_integers_as_not_a_cache() -> None:
 
 def test_every_section_has_rules() -> None:
     """The rule table covers exactly msal's five sections."""
-    assert set(_document._RULES) == SECTIONS
+    assert set(_schema._RULES) == SECTIONS
 
 
 def test_a_clean_section_is_kept_without_copying() -> None:
@@ -365,7 +365,7 @@ def test_a_clean_section_is_kept_without_copying() -> None:
     document = {name: {"k": dict(good)} for name, good in GOOD.items()}
     decoded = decode_document(json.dumps(document))
     state = decoded.state
-    assert all(_document._all_plain(name, state[name]) for name in GOOD)
+    assert all(_schema._all_plain(name, state[name]) for name in GOOD)
     assert state == document
 
 

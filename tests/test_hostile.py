@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from msal_persist import CacheFileError, CrossProcessLock, PersistedTokenCache
-from msal_persist._lock import _MAX_PLACE, _Ticket
 from msal_persist._persistence import MAX_SET_ASIDE
+from msal_persist._waiting import MAX_PLACE, Ticket
+from process_helpers import start, stop, worker, worker_env
 
 DOCUMENT = {"AppMetadata": {"appmetadata-h-c": {"client_id": "c", "environment": "h"}}}
 
@@ -58,7 +59,7 @@ def test_hard_link_at_the_lock_path_never_gets_a_waiter_mark(tmp_path: Path) -> 
     os.link(victim, lock_path)
     with pytest.raises(CacheFileError, match="2 names"):
         CrossProcessLock(lock_path, timeout=None).acquire()
-    ticket = _Ticket(time.monotonic_ns())
+    ticket = Ticket(time.monotonic_ns())
     ticket.hand_in(lock_path)
     ticket.close()
     assert victim.read_bytes() == content
@@ -145,10 +146,10 @@ def test_flood_of_waiter_marks_does_not_stretch_a_wait(tmp_path: Path) -> None:
     """Thousands of early marks in a lock file put a waiter at most a few places back."""
     lock_path = tmp_path / "token_cache.json.lockfile"
     lock_path.write_bytes(b"1 x" + b"+1" * 50_000)
-    ticket = _Ticket(time.monotonic_ns())
+    ticket = Ticket(time.monotonic_ns())
     ticket._fd = os.open(lock_path, os.O_RDONLY)
     try:
-        assert ticket.place() == _MAX_PLACE
+        assert ticket.place() == MAX_PLACE
     finally:
         ticket.close()
 
@@ -158,12 +159,12 @@ def test_changing_lock_file_of_a_live_pid_without_os_lock_is_broken_after_grace(
 ) -> None:
     """Content that keeps changing does not keep an unlocked lock file alive for ever."""
     lock_path = tmp_path / "token_cache.json.lockfile"
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    stop = threading.Event()
+    sleeper = start(worker("lock", "sleep", "60"))
+    halt = threading.Event()
 
     def churn() -> None:
         n = 0
-        while not stop.is_set():
+        while not halt.is_set():
             n += 1
             try:
                 fd = os.open(lock_path, os.O_WRONLY | os.O_CREAT, 0o600)
@@ -180,14 +181,13 @@ def test_changing_lock_file_of_a_live_pid_without_os_lock_is_broken_after_grace(
         lock = CrossProcessLock(lock_path, timeout=8, stale_grace=1.0)
         lock.acquire()
         assert lock.broken >= 1
-        stop.set()
+        halt.set()
         writer.join(timeout=5)
         lock.release()
     finally:
-        stop.set()
+        halt.set()
         writer.join(timeout=5)
-        sleeper.kill()
-        sleeper.wait()
+        stop(sleeper)
 
 
 def test_own_leftover_lock_file_is_broken_within_a_second(tmp_path: Path) -> None:
@@ -241,42 +241,13 @@ def test_control_characters_in_a_path_cannot_forge_log_lines(
     assert any("evil\\nWARNING forged" in message for message in caplog.messages)
 
 
-EXIT_FLUSH = """
-import sys, threading
-from msal_persist import PersistedTokenCache
-from msal_persist.testing import LocalAuthority
-path = sys.argv[1]
-cache = PersistedTokenCache(path)
-authority = LocalAuthority()
-app = authority.public_client(token_cache=cache)
-authority.sign_in(app)
-# Contend for the lock once, so that the lock's inotify watch exists before exit.
-holder = PersistedTokenCache(path)
-holder.lock.acquire()
-threading.Timer(0.2, holder.lock.release).start()
-with cache.transaction():
-    pass
-account = app.get_accounts()[0]
-# A refresh answered without a new refresh token: msal's add() is queued for update_rt(),
-# which never comes; only the exit flush can write it.
-cache.add({
-    "client_id": "c",
-    "scope": ["User.Read"],
-    "token_endpoint": "https://login.microsoftonline.com/t/oauth2/v2.0/token",
-    "grant_type": "refresh_token",
-    "environment": account["environment"],
-    "response": {"access_token": "fresh-at-exit", "expires_in": 3600},
-    "data": {},
-})
-"""
-
-
 def test_token_of_an_unrotated_refresh_is_written_at_exit_after_contention(
     cache_path: Path,
 ) -> None:
     """The exit flush still writes when the lock's inotify watch was made earlier."""
     done = subprocess.run(
-        [sys.executable, "-c", EXIT_FLUSH, str(cache_path)],
+        worker("cache", "flush_at_exit_after_contention", str(cache_path)),
+        env=worker_env(),
         capture_output=True,
         text=True,
         timeout=60,

@@ -203,7 +203,7 @@ def test_ctrl_c_at_any_instant_of_a_write_loses_and_leaks_nothing(tmp_path: Path
         assert not worker.is_alive()
         assert errors == [], f"after an interrupt at check point {target}: {errors}"
         assert f"k{step['n']}" in json.loads(path.read_bytes())["X"]
-    assert not cache.lock.is_held
+    assert not cache.store.lock.is_held
 
 
 def _capture(action: Callable[[], None], errors: list[BaseException]) -> Callable[[], None]:

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from msal_persist.testing import LocalAuthority
-from process_helpers import cache_worker, run_workers
+from process_helpers import run_workers, worker
 
 PROCESSES = 16
 ROUNDS = 20
@@ -24,7 +24,8 @@ def test_sixteen_processes_refreshing_lose_nothing(tmp_path: Path, cache_path: P
     """16 processes x 20 forced refreshes: all 16 accounts, each with its last refresh token."""
     barrier = tmp_path / "barrier"
     commands = [
-        cache_worker(
+        worker(
+            "cache",
             "refresher",
             str(cache_path),
             f"user{i}@example.test",
@@ -51,7 +52,7 @@ def test_sixteen_processes_refreshing_lose_nothing(tmp_path: Path, cache_path: P
 def test_threads_sharing_one_instance_lose_nothing(cache_path: Path) -> None:
     """4 threads sharing one cache instance, in each of 2 processes, keep every last token."""
     commands = [
-        cache_worker("threaded_refresher", str(cache_path), f"p{p}t", "4", str(ROUNDS))
+        worker("cache", "threaded_refresher", str(cache_path), f"p{p}t", "4", str(ROUNDS))
         for p in range(2)
     ]
     results: dict[str, str] = {}

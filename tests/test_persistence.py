@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from msal_persist import CacheFileError, FilePersistence, Fingerprint
+from msal_persist import CacheFileError
+from msal_persist._persistence import FilePersistence, Fingerprint
 
 
 def test_missing_file_loads_as_absent(cache_path: Path) -> None:
@@ -18,7 +19,7 @@ def test_missing_file_loads_as_absent(cache_path: Path) -> None:
     snapshot = persistence.load()
     assert not snapshot.exists
     assert snapshot.data is None
-    assert snapshot.fingerprint is None
+    assert snapshot.version is None
     assert persistence.fingerprint() is None
 
 
@@ -35,7 +36,7 @@ def test_fingerprint_of_save_matches_the_file(cache_path: Path) -> None:
     persistence = FilePersistence(cache_path)
     written = persistence.save(b'{"a":1}')
     assert persistence.fingerprint() == written
-    assert persistence.load().fingerprint == written
+    assert persistence.load().version == written
     assert written == Fingerprint.from_stat(cache_path.stat())
 
 
@@ -164,6 +165,10 @@ def test_stale_temp_files_of_dead_writers_are_removed(cache_path: Path) -> None:
     live = cache_path.parent / f".token_cache.json.{os.getpid()}-abcd.tmp"
     dead.write_bytes(b"half")
     live.write_bytes(b"half")
+    (cache_path.parent / ".token_cache.json.no-pid.tmp").write_bytes(b"half")
+    assert persistence.stale_temp_files() == [dead]  # what doctor reports, nothing removed
+    assert dead.exists()
     assert persistence.remove_stale_temp_files() == 1
     assert not dead.exists()
     assert live.exists()
+    assert persistence.stale_temp_files() == []

@@ -13,7 +13,7 @@ import pytest
 
 from msal_persist import CacheFileError, PersistedTokenCache
 from msal_persist.testing import DEFAULT_SCOPES, LocalAuthority
-from process_helpers import cache_worker, run_workers, running, stop
+from process_helpers import run_workers, running, stop, worker
 
 
 def _app(cache: PersistedTokenCache, username: str = "ada@example.test") -> tuple:
@@ -37,7 +37,7 @@ def test_is_an_msal_serializable_token_cache(cache_path: Path) -> None:
     cache = PersistedTokenCache(cache_path)
     assert isinstance(cache, msal.SerializableTokenCache)
     assert repr(cache) == f"PersistedTokenCache({str(cache_path)!r})"
-    assert cache.lock.path == Path(f"{cache_path}.lockfile")
+    assert cache.store.lock.path == Path(f"{cache_path}.lockfile")
 
 
 def test_nothing_is_touched_until_msal_asks(cache_path: Path) -> None:
@@ -49,8 +49,8 @@ def test_nothing_is_touched_until_msal_asks(cache_path: Path) -> None:
 def test_sign_in_is_one_lock_and_one_write(cache_path: Path) -> None:
     """A sign-in (msal's add() with five modify() calls) takes one lock and writes once."""
     cache, _, _ = _signed_in(cache_path)
-    assert cache.persistence.saves == 1
-    assert cache.lock.acquisitions == 1
+    assert cache.store.saves == 1
+    assert cache.store.lock.acquisitions == 1
     document = json.loads(cache_path.read_text())
     assert {len(document[s]) for s in ("AccessToken", "RefreshToken", "IdToken", "Account")} == {1}
 
@@ -58,12 +58,12 @@ def test_sign_in_is_one_lock_and_one_write(cache_path: Path) -> None:
 def test_cache_hit_writes_nothing_and_takes_no_lock(cache_path: Path) -> None:
     """acquire_token_silent served from the cache neither locks nor writes."""
     cache, authority, app = _signed_in(cache_path)
-    before = (cache.persistence.saves, cache.lock.acquisitions)
+    before = (cache.store.saves, cache.store.lock.acquisitions)
     authority.reset_counters()
     for _ in range(5):
         result = app.acquire_token_silent(DEFAULT_SCOPES, app.get_accounts()[0])
         assert result["token_source"] == "cache"
-    assert (cache.persistence.saves, cache.lock.acquisitions) == before
+    assert (cache.store.saves, cache.store.lock.acquisitions) == before
     assert authority.token_endpoint_hits == 0
 
 
@@ -74,7 +74,7 @@ def test_forced_refresh_is_one_lock_and_one_write(cache_path: Path) -> None:
     for round_ in range(1, 6):
         result = app.acquire_token_silent(DEFAULT_SCOPES, account, force_refresh=True)
         assert result["token_source"] == "identity_provider"
-        assert (cache.persistence.saves, cache.lock.acquisitions) == (1 + round_, 1 + round_)
+        assert (cache.store.saves, cache.store.lock.acquisitions) == (1 + round_, 1 + round_)
         document = json.loads(cache_path.read_text())
         (refresh_token,) = document["RefreshToken"].values()
         assert refresh_token["secret"] == result["refresh_token"]
@@ -88,10 +88,10 @@ def test_expired_token_refresh_is_one_write(cache_path: Path) -> None:
     authority, app = _app(cache)
     authority.access_token_lifetime = -60  # already expired when stored
     authority.sign_in(app)
-    saves = cache.persistence.saves
+    saves = cache.store.saves
     result = app.acquire_token_silent(DEFAULT_SCOPES, app.get_accounts()[0])
     assert result["token_source"] == "identity_provider"
-    assert cache.persistence.saves == saves + 1
+    assert cache.store.saves == saves + 1
 
 
 def test_other_instances_see_a_sign_in_at_once(cache_path: Path) -> None:
@@ -113,10 +113,10 @@ def test_every_msal_read_path_sees_fresh_data(cache_path: Path) -> None:
     ):
         cache = PersistedTokenCache(cache_path)
         read(cache)  # prime with the current file
-        assert cache.persistence.loads == 1
+        assert cache.store.loads == 1
         _signed_in(cache_path, "carol@example.test")
         read(cache)
-        assert cache.persistence.loads == 2, "the read path did not reload a changed file"
+        assert cache.store.loads == 2, "the read path did not reload a changed file"
         assert "carol@example.test" in {a["username"] for a in cache.search("Account")}
         PersistedTokenCache(cache_path).clear()
         _signed_in(cache_path)
@@ -126,10 +126,10 @@ def test_every_msal_read_path_sees_fresh_data(cache_path: Path) -> None:
 def test_unchanged_file_is_not_parsed_again(cache_path: Path) -> None:
     """Reads of an unchanged file reuse memory: one stat, no read, no parse."""
     cache, _, app = _signed_in(cache_path)
-    loads = cache.persistence.loads
+    loads = cache.store.loads
     for _ in range(10):
         app.get_accounts()
-    assert cache.persistence.loads == loads
+    assert cache.store.loads == loads
 
 
 def test_no_lost_update_between_two_instances(cache_path: Path) -> None:
@@ -163,7 +163,7 @@ def test_removal_of_nothing_on_a_missing_file_creates_no_file(cache_path: Path) 
     cache = PersistedTokenCache(cache_path)
     cache.remove_rt({"credential_type": "RefreshToken", "home_account_id": "x", "secret": "s"})
     assert not cache_path.exists()
-    assert cache.persistence.saves == 0
+    assert cache.store.saves == 0
 
 
 @pytest.mark.parametrize("content", [b"{not json", b"", b"[1, 2]", b'{"Account": []}', b"\xff\xfe"])
@@ -192,7 +192,7 @@ def test_bad_bytes_seen_without_the_lock_are_not_judged_until_the_writer_finishe
     _signed_in(cache_path)
     good = cache_path.read_bytes()
     reader = PersistedTokenCache(cache_path)
-    with running(cache_worker("hold_lock", str(cache_path))) as holder:
+    with running(worker("cache", "hold_lock", str(cache_path))) as holder:
         cache_path.write_bytes(good[: len(good) // 2])  # a peer truncated and is rewriting
         seen: list[list] = []
         thread = threading.Thread(target=lambda: seen.append(_app(reader)[1].get_accounts()))
@@ -238,10 +238,10 @@ def test_unwritable_location_fails_at_first_write(tmp_path: Path) -> None:
 def test_transaction_groups_several_msal_calls_into_one_write(cache_path: Path) -> None:
     """remove_account inside transaction() takes one lock and writes once."""
     cache, _, app = _signed_in(cache_path)
-    saves, locks = cache.persistence.saves, cache.lock.acquisitions
+    saves, locks = cache.store.saves, cache.store.lock.acquisitions
     with cache.transaction():
         app.remove_account(app.get_accounts()[0])
-    assert (cache.persistence.saves, cache.lock.acquisitions) == (saves + 1, locks + 1)
+    assert (cache.store.saves, cache.store.lock.acquisitions) == (saves + 1, locks + 1)
     assert app.get_accounts() == []
 
 
@@ -315,13 +315,13 @@ def test_no_secret_or_username_reaches_the_logs(
         authority.home_account_id("secret.user@example.test"),
     ):
         assert secret not in ours
-    assert cache.persistence.saves == 2
+    assert cache.store.saves == 2
 
 
 def test_confidential_client_shares_app_tokens_across_processes(cache_path: Path) -> None:
     """acquire_token_for_client in a second process is served from the first one's cache."""
-    (first,) = run_workers([cache_worker("client_credentials", str(cache_path))])
-    (second,) = run_workers([cache_worker("client_credentials", str(cache_path))])
+    (first,) = run_workers([worker("cache", "client_credentials", str(cache_path))])
+    (second,) = run_workers([worker("cache", "client_credentials", str(cache_path))])
     first_result, second_result = json.loads(first), json.loads(second)
     assert first_result["token_endpoint_hits"] == 1
     assert second_result["token_endpoint_hits"] == 0
@@ -332,7 +332,7 @@ def test_confidential_client_shares_app_tokens_across_processes(cache_path: Path
 def test_sso_in_a_fresh_interpreter_needs_no_token_request(cache_path: Path) -> None:
     """Process A signs in; process B gets a token silently with zero token-endpoint hits."""
     _signed_in(cache_path, "sso@example.test")
-    (output,) = run_workers([cache_worker("silent", str(cache_path), "sso@example.test")])
+    (output,) = run_workers([worker("cache", "silent", str(cache_path), "sso@example.test")])
     report = json.loads(output)
     assert report == {"accounts": 1, "token_source": "cache", "token_endpoint_hits": 0, "saves": 0}
 
@@ -346,7 +346,7 @@ def test_forked_child_reads_fresh_and_writes_safely(cache_path: Path) -> None:
         pid = os.fork()
         if pid == 0:
             try:
-                ok = not cache.lock.is_held and len(app.get_accounts()) == 1
+                ok = not cache.store.lock.is_held and len(app.get_accounts()) == 1
                 authority = LocalAuthority(username="child@example.test")
                 child_app = authority.public_client(token_cache=cache)
                 authority.sign_in(child_app, "child@example.test")
@@ -403,13 +403,13 @@ def test_write_proves_unchanged_by_bytes_not_by_fingerprint(cache_path: Path) ->
 def test_nested_transactions_join_the_outermost(cache_path: Path) -> None:
     """A transaction inside a transaction takes no second lock and writes once, at the end."""
     cache, authority, app = _signed_in(cache_path)
-    saves, locks = cache.persistence.saves, cache.lock.acquisitions
+    saves, locks = cache.store.saves, cache.store.lock.acquisitions
     with cache.transaction():
         with cache.transaction():
             authority.sign_in(app, "inner@example.test")
-        assert cache.persistence.saves == saves  # nothing written before the outer end
+        assert cache.store.saves == saves  # nothing written before the outer end
         authority.sign_in(app, "outer@example.test")
-    assert (cache.persistence.saves, cache.lock.acquisitions) == (saves + 1, locks + 1)
+    assert (cache.store.saves, cache.store.lock.acquisitions) == (saves + 1, locks + 1)
     assert len(json.loads(cache_path.read_text())["Account"]) == 3
 
 
@@ -445,9 +445,9 @@ def test_flush_writes_a_refresh_whose_token_was_not_rotated(cache_path: Path) ->
         "data": {},
     }
     cache.add(event)  # msal would call update_rt() next; the authority sent no new one
-    saves = cache.persistence.saves
+    saves = cache.store.saves
     cache.flush()
-    assert cache.persistence.saves == saves + 1
+    assert cache.store.saves == saves + 1
     assert "fresh-at" in cache_path.read_text()
 
 

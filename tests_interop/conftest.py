@@ -1,4 +1,4 @@
-"""Fixtures for the interop tests: a private cache per test, and a report of what was measured.
+"""Fixtures for the interop tests: a report of what was measured (the rest is ../conftest.py).
 
 These tests need msal-extensions (``nox -s interop`` installs it). Every number a test
 measures (lost updates, torn reads, stalls, stale-lock delays) is recorded with pytest's
@@ -9,17 +9,10 @@ section at the end of the run.
 from __future__ import annotations
 
 import importlib.metadata
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
-# The autouse fixtures (no network, no developer environment) are the unit tests' own.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from shared_fixtures import _isolated_environment, _no_network
-
-__all__ = ["_isolated_environment", "_no_network", "cache_path", "measure"]
 
 try:
     import msal_extensions  # noqa: F401 - fail early, with a reason, if it is missing
@@ -74,9 +67,12 @@ def measure(
     return record
 
 
-@pytest.fixture
-def cache_path(tmp_path: Path) -> Path:
-    """A cache file path in a fresh directory (the file does not exist yet)."""
-    directory = tmp_path / "cache"
-    directory.mkdir(mode=0o700)
-    return directory / "token_cache.json"
+@pytest.fixture(autouse=True)
+def _private_cache_directory(cache_path: Path) -> None:
+    """Make ``cache_path``'s directory (0700) before peers use it.
+
+    Peers put their barrier file there, plain msal writes the file without making a
+    directory, and msal-extensions would make it with the umask's mode: here the directory
+    exists, private, before any of them runs.
+    """
+    cache_path.parent.mkdir(mode=0o700)

@@ -7,27 +7,23 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from process_helpers import start, stop
+from process_helpers import Outcome, run_all, worker
 
-HERE = Path(__file__).resolve().parent
-PEER_SCRIPT = HERE / "peer_helpers.py"
 WORKER_TIMEOUT = 45.0
-READY_TIMEOUT = 20.0
 Measure = Callable[[str, object], None]
 """The ``measure`` fixture: record a measured number (or short text) under a name."""
 STANDARD_SECTIONS = frozenset({"AccessToken", "RefreshToken", "IdToken", "Account", "AppMetadata"})
 
 
 def peer_command(role: str, **args: Any) -> list[str]:
-    """The command that runs one peer process (see peer_helpers.py) in ``role``."""
-    return [sys.executable, str(PEER_SCRIPT), role, json.dumps(args)]
+    """The command that runs one peer process (see tests/workers/interop.py) in ``role``."""
+    return worker("interop", role, json.dumps(args))
 
 
 def refresher_commands(cache_path: Path, kinds: Sequence[str], **limit: Any) -> list[str]:
@@ -50,46 +46,16 @@ def refresher_commands(cache_path: Path, kinds: Sequence[str], **limit: Any) -> 
     ]
 
 
-@dataclasses.dataclass
-class Outcome:
-    """How one worker ended: exit code, its JSON report (last stdout line), its stderr."""
-
-    command: list[str]
-    returncode: int | None
-    report: dict[str, Any] | None
-    stderr: str
-
-    def describe(self) -> str:
-        """A failure message naming the role and showing the end of stderr."""
-        return f"{self.command[2:4]} exited {self.returncode}:\n{self.stderr[-3000:]}"
-
-
 def run_peers(commands: Sequence[list[str]], timeout: float = WORKER_TIMEOUT) -> list[Outcome]:
-    """Start every command at once and wait for all; kill and reap any left at the deadline."""
-    procs = [start(cmd) for cmd in commands]
-    deadline = time.monotonic() + timeout
-    outcomes = []
-    try:
-        for cmd, proc in zip(commands, procs, strict=True):
-            try:
-                out, err = proc.communicate(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                stop(proc)
-                out, err = "", "killed: worker deadline passed"
-            lines = out.strip().splitlines()
-            report = json.loads(lines[-1]) if proc.returncode == 0 and lines else None
-            outcomes.append(Outcome(cmd, proc.returncode, report, err))
-    finally:
-        for proc in procs:
-            stop(proc)
-    return outcomes
+    """Start every peer at once and wait for all; kill and reap any left at the deadline."""
+    return run_all(commands, timeout)
 
 
 def reports(outcomes: Sequence[Outcome]) -> list[dict[str, Any]]:
-    """Every worker's report; fail naming the first worker that did not exit cleanly."""
-    failed = [o.describe() for o in outcomes if o.returncode != 0 or o.report is None]
+    """Every peer's JSON report (its last stdout line); fail naming each that did not end well."""
+    failed = [o.describe() for o in outcomes if not o.ok or not o.stdout.strip()]
     assert not failed, "\n".join(failed)
-    return [o.report for o in outcomes if o.report is not None]
+    return [json.loads(o.stdout.strip().splitlines()[-1]) for o in outcomes]
 
 
 def kill_hard(proc: subprocess.Popen[str]) -> None:

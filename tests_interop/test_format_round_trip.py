@@ -174,7 +174,7 @@ def test_msal_persist_keeps_everything_other_writers_stored(
     dropped = [key for key in rewritten if "ext_field" not in _entry(after, key)]
     measure("entries msal rewrote, exactly as plain msal does", _sections(rewritten))
     measure("of which msal (not msal-persist) dropped foreign fields", _sections(dropped))
-    assert cache.persistence.saves == 2  # one write per token acquisition
+    assert cache.store.saves == 2  # one write per token acquisition
     family_rt = f"{FOREIGN_HOME}-{ENVIRONMENT}-refreshtoken-1--"
     assert after["RefreshToken"][family_rt] == before["RefreshToken"][family_rt]
     assert after["AppMetadataExtra"] == before["AppMetadataExtra"]

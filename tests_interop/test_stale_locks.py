@@ -43,7 +43,7 @@ def test_msal_persist_breaks_a_lock_left_by_a_killed_holder(
 
     measure(f"msal-persist sign-in after a SIGKILLed {holder} holder, s", delay)
     assert delay < BOUND
-    assert cache.lock.broken == 1
+    assert cache.store.lock.broken == 1
     assert not lockpath.exists()
     assert [a["username"] for a in app.get_accounts()] == ["ada@example.test"]
 

@@ -3,32 +3,37 @@
 Pass :class:`PersistedTokenCache` to ``msal.PublicClientApplication`` or
 ``msal.ConfidentialClientApplication`` as ``token_cache=``; every process using the same file
 shares sign-ins, and none ever loses or corrupts another's tokens.
+
+The public names are below; every module whose name starts with ``_`` is private and may
+change without notice.
 """
 
 from __future__ import annotations
 
-from ._errors import CacheFileError, CacheLocationError, LockTimeoutError, MsalPersistError
-from ._locations import ENV_VAR, CacheLocation, default_cache_path
-from ._lock import DEFAULT_LOCK_TIMEOUT, CrossProcessLock
-from ._persistence import FilePersistence, Fingerprint, Snapshot
-from ._token_cache import LOCK_FILE_SUFFIX, PersistedTokenCache
+from importlib.metadata import version
 
-__version__ = "0.1.0"
+from ._codec import Codec, JsonCodec
+from ._errors import CacheFileError, CacheLocationError, LockTimeoutError, MsalPersistError
+from ._file_store import FileStore
+from ._locations import CacheLocation, default_cache_path
+from ._lock import CrossProcessLock
+from ._store import Store
+from ._token_cache import PersistedTokenCache
+
+__version__ = version("msal-persist")
 
 __all__ = [
-    "DEFAULT_LOCK_TIMEOUT",
-    "ENV_VAR",
-    "LOCK_FILE_SUFFIX",
     "CacheFileError",
     "CacheLocation",
     "CacheLocationError",
+    "Codec",
     "CrossProcessLock",
-    "FilePersistence",
-    "Fingerprint",
+    "FileStore",
+    "JsonCodec",
     "LockTimeoutError",
     "MsalPersistError",
     "PersistedTokenCache",
-    "Snapshot",
+    "Store",
     "__version__",
     "default_cache_path",
 ]

@@ -28,9 +28,10 @@ from ._files import (
 )
 from ._process import pid_is_running
 from ._signals import deferred_interrupts
+from ._store import ABSENT, Snapshot
 from ._text import printable
 
-__all__ = ["MAX_SET_ASIDE", "FilePersistence", "Fingerprint", "Snapshot"]
+__all__ = ["MAX_SET_ASIDE", "FilePersistence", "Fingerprint"]
 
 _LOG: Final = logging.getLogger("msal_persist")
 
@@ -62,27 +63,6 @@ class Fingerprint:
         return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-@dataclass(frozen=True)
-class Snapshot:
-    """The bytes of the file as read from one open handle, and that handle's fingerprint.
-
-    ``data`` and ``fingerprint`` are both ``None`` when the file does not exist.
-    ``mode`` holds the permission bits of the file read (``0`` when absent).
-    """
-
-    data: bytes | None
-    fingerprint: Fingerprint | None
-    mode: int = 0
-
-    @property
-    def exists(self) -> bool:
-        """Whether the file existed when it was read."""
-        return self.data is not None
-
-
-_ABSENT: Final = Snapshot(None, None)
-
-
 class FilePersistence:
     """One file holding one document, replaced atomically on every save.
 
@@ -106,6 +86,7 @@ class FilePersistence:
         self.saves = 0
         self._shown = printable(self.path)
         self._warned_links = False
+        self._warned_mode = False
 
     def __repr__(self) -> str:
         """Show the path, which is all that identifies this persistence."""
@@ -139,7 +120,7 @@ class FilePersistence:
             raise self._not_regular("read", error.kind) from None
         except OSError as error:
             if error.errno in NOT_FOUND_ERRNOS:
-                return _ABSENT
+                return ABSENT
             raise CacheFileError.from_os_error(self.path, "read", error) from None
         try:
             chunks = []
@@ -158,7 +139,16 @@ class FilePersistence:
                 self._shown,
                 st.st_nlink,
             )
-        return Snapshot(b"".join(chunks), Fingerprint.from_stat(st), stat.S_IMODE(st.st_mode))
+        mode = stat.S_IMODE(st.st_mode)
+        if mode & (stat.S_IRWXG | stat.S_IRWXO) and not self._warned_mode:
+            self._warned_mode = True
+            _LOG.warning(
+                "token cache %s is accessible by group or others (mode %04o); run: chmod 600 %s",
+                self._shown,
+                mode,
+                self._shown,
+            )
+        return Snapshot(b"".join(chunks), Fingerprint.from_stat(st))
 
     def save(self, data: bytes, *, sync_directory: bool = True) -> Fingerprint:
         """Replace the file with ``data`` atomically and return the new file's fingerprint.
@@ -340,22 +330,33 @@ class FilePersistence:
         Only files whose writer pid is no longer running are removed, so a save in progress in
         another process is never disturbed.
         """
+        stale = self.stale_temp_files()
+        for temp in stale:
+            _unlink_quietly(temp)
+        if stale:
+            _LOG.debug("removed %d stale temp files next to %s", len(stale), self.path)
+        return len(stale)
+
+    def stale_temp_files(self) -> list[Path]:
+        """The temp files beside the cache whose writer is no longer running, by name.
+
+        :meth:`save` names its temp file ``.<name>.<pid>-<random>.tmp``; a file of that
+        shape whose pid is not running was left by a writer killed mid-save. A name with no
+        pid is never judged stale.
+        """
         prefix = f".{self.path.name}."
-        removed = 0
         try:
             names = os.listdir(self.path.parent)
         except OSError:
-            return 0
-        for name in names:
+            return []
+        stale = []
+        for name in sorted(names):
             if not (name.startswith(prefix) and name.endswith(_TEMP_SUFFIX)):
                 continue
             pid_text = name[len(prefix) : -len(_TEMP_SUFFIX)].partition("-")[0]
             if pid_text.isdigit() and not pid_is_running(int(pid_text)):
-                _unlink_quietly(self.path.parent / name)
-                removed += 1
-        if removed:
-            _LOG.debug("removed %d stale temp files next to %s", removed, self.path)
-        return removed
+                stale.append(self.path.parent / name)
+        return stale
 
     def warn_if_exposed_directory(self) -> None:
         """Log a warning when other users could swap the cache for one of their own.

@@ -1,8 +1,8 @@
-"""The msal glue: a ``SerializableTokenCache`` kept in step with one shared file.
+"""The msal glue: a ``SerializableTokenCache`` kept in step with one shared store.
 
-Composes :class:`~msal_persist.FilePersistence` (bytes on disk) and
-:class:`~msal_persist.CrossProcessLock` (who may write). How msal drives a token cache, and so
-what is overridden here:
+It talks to a *store* (where the bytes live, who may write: :mod:`~msal_persist._store`) and
+a *codec* (bytes to document and back: :mod:`~msal_persist._codec`) and never to a path or
+a socket. How msal drives a token cache, and so what is overridden here:
 
 - ``add(event)`` runs once per token acquisition and calls ``modify()`` up to five times while
   holding ``_lock``. It becomes one transaction: one lock, one reload if the file changed, one
@@ -11,59 +11,38 @@ what is overridden here:
   token from the event it passes to ``add``). That ``add`` is queued and applied in the
   ``update_rt`` transaction, so a forced refresh also costs one lock and one write.
 - ``search()`` (and ``_get``, which ``_get_access_token`` and ``_get_app_metadata`` use) read
-  without the lock, after reloading if the file's fingerprint changed. ``search()`` removes
+  without the lock, after reloading if the store's version changed. ``search()`` removes
   expired access tokens through ``remove_at``; those removals are housekeeping and are written
   with the next transaction instead of costing a write of their own.
-- Lock order is always msal's ``_lock`` first, then the file lock: ``search()`` holds
+- Lock order is always msal's ``_lock`` first, then the store's: ``search()`` holds
   ``_lock`` when it calls ``modify()``.
 """
 
 from __future__ import annotations
 
-import atexit
 import json
-import logging
 import os
-import stat
 import threading
 import time
-import weakref
-from collections.abc import Iterator
-from types import TracebackType
-from typing import Any, Final
+from collections.abc import Iterable, Iterator
+from typing import Any
 
-import msal
-
-from ._document import NotACacheError, decode_document, encode_document, parse_document
-from ._errors import CacheFileError, MsalPersistError
+from ._codec import Codec, NotACacheError, parse_document
+from ._file_store import FileStore
 from ._locations import DEFAULT_APP_NAME, CacheLocation, default_cache_path
-from ._lock import DEFAULT_LOCK_TIMEOUT, CrossProcessLock
-from ._persistence import FilePersistence, Fingerprint, Snapshot
-from ._signals import checkpoint, deferred_interrupts
-from ._text import printable
+from ._lock import DEFAULT_LOCK_TIMEOUT
+from ._schema import ACCESS_TOKEN, ACCOUNT_SECTIONS
+from ._store import ABSENT, Store
+from ._synced import SyncedCache, Transaction, expired
 
-__all__ = ["LOCK_FILE_SUFFIX", "PersistedTokenCache"]
-
-_LOG: Final = logging.getLogger("msal_persist")
-
-SETTLE_SECONDS: Final = 0.5
-"""How long unparsable bytes must stay unchanged, under the lock, before they are set aside."""
-
-LOCK_FILE_SUFFIX: Final = ".lockfile"
-"""Appended to the cache path to name the lock file, as every MSAL peer does."""
-
-_ACCESS_TOKEN: Final = "AccessToken"  # noqa: S105 - a section name
-_MEMORY_WAIT: Final = 0.05
-"""How long one wait for another thread's transaction lasts before a Ctrl-C is let in."""
-
-_LIVE_CACHES: weakref.WeakSet[PersistedTokenCache] = weakref.WeakSet()
+__all__ = ["PersistedTokenCache"]
 
 
-class PersistedTokenCache(msal.SerializableTokenCache):  # type: ignore[misc]  # msal is untyped
-    """An msal token cache that many processes share safely through one file.
+class PersistedTokenCache(SyncedCache):
+    """An msal token cache that many processes share safely through one store.
 
     Pass it as ``token_cache=`` to ``msal.PublicClientApplication`` or
-    ``msal.ConfidentialClientApplication``. Every process (or instance) on the same path sees
+    ``msal.ConfidentialClientApplication``. Every process (or instance) on the same file sees
     the others' sign-ins; none ever erases what another wrote; the file is always whole.
 
     Args:
@@ -76,301 +55,55 @@ class PersistedTokenCache(msal.SerializableTokenCache):  # type: ignore[misc]  #
         fsync: Flush each write to stable storage before it becomes visible. ``False`` is
             faster and still atomic towards other processes and crashes of this one, but a
             power loss may lose the last write.
+        store: Where the cache lives, instead of a file chosen by ``path``: any
+            :class:`~msal_persist.Store` (a :class:`~msal_persist.FileStore` made with its
+            own options, for example). Give either ``path`` or ``store``.
+        codec: How the bytes are read and written; msal's own JSON format by default.
 
     Attributes:
-        location: The chosen :class:`~msal_persist.CacheLocation` (path and rule).
-        persistence: The :class:`~msal_persist.FilePersistence` holding the bytes; its
-            ``saves`` counter counts files written.
-        lock: The :class:`~msal_persist.CrossProcessLock` on ``<path>.lockfile``.
+        store: The :class:`~msal_persist.Store` holding the bytes (for the default file
+            store, ``store.saves`` counts files written and ``store.lock`` is the
+            :class:`~msal_persist.CrossProcessLock` on ``<path>.lockfile``).
+        location: The chosen :class:`~msal_persist.CacheLocation` (path and rule), or
+            ``None`` when a ``store`` was given.
     """
 
-    has_state_changed: bool  # declared by msal, which is untyped
-
-    def __init__(
+    def __init__(  # noqa: PLR0913 - each option is one documented keyword
         self,
         path: str | os.PathLike[str] | None = None,
         *,
         app_name: str = DEFAULT_APP_NAME,
         lock_timeout: float | None = DEFAULT_LOCK_TIMEOUT,
         fsync: bool = True,
+        store: Store | None = None,
+        codec: Codec | None = None,
     ) -> None:
         """Resolve the location; nothing is read or written until msal asks."""
-        super().__init__()
-        self.location: CacheLocation = default_cache_path(app_name, explicit=path)
-        self.persistence = FilePersistence(self.location.path, fsync=fsync)
-        self._path_text = str(self.location.path)
-        self.lock = CrossProcessLock(
-            f"{self.location.path}{LOCK_FILE_SUFFIX}",
-            timeout=lock_timeout,
-        )
-        self._shown = printable(self.location.path)
-        self._depth = 0
-        self._synced = False
-        self._known: Snapshot = Snapshot(None, None)
-        self._pending_adds: list[tuple[dict[str, Any], int]] = []
-        self._lazy_removals: list[dict[str, Any]] = []
+        location: CacheLocation | None = None
+        if store is None:
+            location = default_cache_path(app_name, explicit=path)
+            store = FileStore(location.path, lock_timeout=lock_timeout, fsync=fsync)
+        elif path is not None:
+            raise TypeError("give either path or store, not both")
+        super().__init__(store, codec)
+        self.location = location
         self._in_search = threading.local()
-        self._warned_mode = False
-        self._unclean = False  # the file holds entries msal cannot use, not yet set aside
-        self._swept_temp_files = False
-        _LIVE_CACHES.add(self)
 
     def __repr__(self) -> str:
-        """Show the file, which is what identifies the cache."""
-        return f"{type(self).__name__}({str(self.location.path)!r})"
+        """Show the file (or the store), which is what identifies the cache."""
+        where = self.store if self.location is None else str(self.location.path)
+        return f"{type(self).__name__}({where!r})"
 
     @property
     def path(self) -> os.PathLike[str]:
-        """The cache file."""
-        return self.location.path
-
-    # -- transactions -------------------------------------------------------------------
-
-    def transaction(self) -> _Transaction:
-        """Hold the file lock around several msal calls and write once at the end.
-
-        On entry the cache is reloaded if the file changed; on normal exit it is written if
-        (and only if) the state changed. If the body raises, nothing is written and the next
-        access reloads from the file. Nested transactions join the outermost one.
-
-        Example::
-
-            with cache.transaction():
-                for account in app.get_accounts():
-                    app.remove_account(account)   # one lock, one write
+        """The cache file (a file store's only).
 
         Raises:
-            LockTimeoutError: Another process held the lock past ``lock_timeout``.
-            CacheFileError: The file cannot be read or written.
+            AttributeError: The cache lives in a store that is not a file.
         """
-        return _Transaction(self)
-
-    def _begin(self, *, sync: bool = True) -> None:
-        """Enter a transaction (with interrupts held back): memory lock, file lock, sync."""
-        while not self._lock.acquire(timeout=_MEMORY_WAIT):
-            checkpoint()  # another thread's transaction: let a held-back Ctrl-C in meanwhile
-        try:
-            if self._depth:
-                self._depth += 1
-                return
-            self.lock.acquire()
-            try:
-                self._depth = 1
-                if sync:
-                    self._sync_locked()
-            except BaseException:
-                self._depth, self._synced = 0, False
-                self.lock.release()
-                raise
-        except BaseException:
-            self._lock.release()
-            raise
-
-    def _end(self, *, commit: bool) -> None:
-        """Leave a transaction (with interrupts held back): write if asked, release."""
-        wrote = False
-        try:
-            if self._depth > 1:
-                self._depth -= 1
-                return
-            committed = False
-            try:
-                if commit:
-                    wrote = self._commit_locked()
-                    committed = True
-            finally:
-                if not committed:
-                    self._synced = False  # memory may hold half a change; trust the file
-                self._depth = 0
-                self.lock.release()
-        finally:
-            self._lock.release()
-        if wrote:
-            # The rename is already visible to everyone; making it durable needs no lock,
-            # and holding the lock for it would make every waiter wait longer.
-            self.persistence.sync_directory()
-
-    def _sync_locked(self) -> None:
-        """Under the lock: make memory match the newest file content, proven by its bytes."""
-        if not self._swept_temp_files:
-            self._swept_temp_files = True
-            self.persistence.remove_stale_temp_files()
-            self.persistence.warn_if_exposed_directory()
-        snapshot = self.persistence.load()
-        if self._synced and snapshot.data == self._known.data and not self._unclean:
-            # Same bytes as memory reflects: a stat fingerprint alone could repeat after
-            # inode reuse within one timestamp tick, the bytes cannot lie.
-            self._known = snapshot
-        else:
-            self._adopt(snapshot, may_quarantine=True)
-        for event, now in self._pending_adds:
-            msal.SerializableTokenCache.add(self, event, now=now)
-        self._pending_adds.clear()
-        if self._lazy_removals:
-            now = int(time.time())
-            for entry in self._lazy_removals:
-                key = self.key_makers[_ACCESS_TOKEN](**entry)
-                current = self._cache.get(_ACCESS_TOKEN, {}).get(key)
-                # Another process may have stored a fresh token under the same key since.
-                if current is not None and _expired(current, now):
-                    msal.SerializableTokenCache.modify(self, _ACCESS_TOKEN, entry)
-            self._lazy_removals.clear()
-
-    def _commit_locked(self) -> bool:
-        """Write memory to the file if it changed; return whether a file was written."""
-        if not self.has_state_changed:
-            return False
-        self.has_state_changed = False
-        if not self._known.exists and not any(self._cache.values()):
-            # Nothing to keep and no file: do not create one (a deleted cache means empty).
-            return False
-        try:
-            data = encode_document(self._cache)
-        except ValueError as error:  # msal stored a NaN or an infinity from a response
-            self.has_state_changed = True
-            reason = f"the cache holds a value strict JSON cannot carry ({error})"
-            raise CacheFileError(str(self.location.path), "write", reason) from None
-        if data == self._known.data:
-            return False
-        try:
-            fingerprint = self.persistence.save(data, sync_directory=False)
-        except BaseException:
-            self.has_state_changed = True
-            raise
-        self._known = Snapshot(data, fingerprint, 0o600)
-        return True
-
-    # -- reads ----------------------------------------------------------------------------
-
-    def _refresh(self) -> None:
-        """Before a read: reload if the file changed since memory last matched it."""
-        # The common case, a file nobody changed, costs one stat and no lock: msal reads the
-        # cache several times per acquire_token_silent, and a cache hit must stay as cheap
-        # as in memory. A writer in another thread holds _lock, which msal's own read then
-        # waits for.
-        seen: Fingerprint | None = None
-        known = self._known.fingerprint
-        if known is not None and self._synced and not self._depth and not self._pending_adds:
-            try:
-                st = os.stat(self._path_text)
-            except OSError:
-                pass  # gone or unreadable: the locked path below says which
-            else:
-                # Field by field: building a Fingerprint here would double this path's cost.
-                if (
-                    st.st_mtime_ns == known.mtime_ns
-                    and st.st_ino == known.inode
-                    and st.st_size == known.size
-                    and st.st_dev == known.device
-                ):
-                    return
-                seen = Fingerprint.from_stat(st)
-        with self._lock:
-            if self._depth:
-                return  # the transaction synced under the lock; memory is the truth
-            if self._pending_adds:
-                with self.transaction():
-                    return
-            # Another thread may have reloaded while we waited for _lock: compare again,
-            # with the stat already taken when there is one.
-            fingerprint = seen or self.persistence.fingerprint()
-            if self._synced and fingerprint == self._known.fingerprint:
-                return
-            snapshot = self.persistence.load()
-            try:
-                self._adopt(snapshot, may_quarantine=False)
-            except NotACacheError:
-                # Outside the lock, bad bytes may be a peer's in-place write in progress
-                # (msal-extensions truncates, then writes). Look again holding the lock,
-                # where only a finished document or real corruption can be seen.
-                with self.transaction():
-                    pass
-
-    def _adopt(self, snapshot: Snapshot, *, may_quarantine: bool) -> None:
-        if snapshot.data is None:
-            if self._known.exists or not self._synced or any(self._cache.values()):
-                # Deleted by someone else means empty: never resurrect it from memory.
-                self._replace_state({})
-                _LOG.debug("%s is absent: cache is empty", self.persistence.path)
-            self._known, self._synced = snapshot, True
-            return
-        try:
-            decoded = decode_document(snapshot.data)
-        except NotACacheError as error:
-            if not may_quarantine:
-                raise
-            settled = self._settle(snapshot)
-            if settled is not None:
-                self._adopt(settled, may_quarantine=False)
-                return
-            moved = self.persistence.quarantine()
-            _LOG.warning(
-                "token cache %s is not an msal cache document (%s); moved it to %s and "
-                "continued with an empty cache",
-                self.persistence.path,
-                error,
-                moved,
-            )
-            self._replace_state({})
-            self._known, self._synced = Snapshot(None, None), True
-            return
-        self._warn_if_exposed(snapshot)
-        self._replace_state(decoded.state)
-        self._known, self._synced = snapshot, True
-        self._unclean = bool(decoded.rejected)
-        if decoded.rejected and may_quarantine:
-            # Only what is broken goes: the copy keeps every byte of the original, the cache
-            # keeps every usable entry and is written back without the rest.
-            copy = self.persistence.keep_copy(snapshot.data)
-            _LOG.warning(
-                "token cache %s held %d entries msal cannot use (%s); kept the original as "
-                "%s and continued with the usable entries",
-                self._shown,
-                decoded.rejected,
-                "; ".join(decoded.problems[:3]),
-                printable(copy),
-            )
-            self.has_state_changed, self._unclean = True, False
-        _LOG.debug("reloaded %s (%d bytes)", self.persistence.path, len(snapshot.data))
-
-    def _settle(self, snapshot: Snapshot) -> Snapshot | None:
-        """Under the lock, give bad bytes time to become a document; ``None`` if they don't.
-
-        Writers that ignore the lock (msal's own recipe rewrites the file in place) can
-        still be mid-write. Bytes are judged corrupt only once they stayed the same and
-        unparsable for SETTLE_SECONDS; a version that parses or a vanished file is returned.
-        """
-        started = stable_since = time.monotonic()
-        while time.monotonic() - stable_since < SETTLE_SECONDS:
-            if time.monotonic() - started > 10 * SETTLE_SECONDS:
-                break  # bytes that never stop changing and never parse: judge them anyway
-            time.sleep(SETTLE_SECONDS / 10)
-            again = self.persistence.load()
-            if again.data != snapshot.data:
-                stable_since = time.monotonic()
-            snapshot = again
-            if snapshot.data is None:
-                return snapshot
-            try:
-                parse_document(snapshot.data)
-            except NotACacheError:
-                continue
-            return snapshot
-        return None
-
-    def _replace_state(self, state: dict[str, Any]) -> None:
-        self._cache = state
-        self.has_state_changed = False
-
-    def _warn_if_exposed(self, snapshot: Snapshot) -> None:
-        if snapshot.mode & (stat.S_IRWXG | stat.S_IRWXO) and not self._warned_mode:
-            self._warned_mode = True
-            _LOG.warning(
-                "token cache %s is accessible by group or others (mode %04o); run: chmod 600 %s",
-                self.persistence.path,
-                snapshot.mode,
-                self.persistence.path,
-            )
+        if self.location is None:
+            raise AttributeError("this cache lives in a store, not in a file of its own")
+        return self.location.path
 
     def search(self, credential_type: str, *args: Any, **kwargs: Any) -> Iterator[Any]:
         """Like msal's ``search``, on the newest content of the file."""
@@ -431,9 +164,9 @@ class PersistedTokenCache(msal.SerializableTokenCache):  # type: ignore[misc]  #
                 super().modify(credential_type, old_entry, new_key_value_pairs)
                 return
             if (
-                credential_type == _ACCESS_TOKEN
+                credential_type == ACCESS_TOKEN
                 and new_key_value_pairs is None
-                and _expired(old_entry, int(time.time()))
+                and expired(old_entry, int(time.time()))
             ):
                 # search() dropping an expired token: housekeeping, not worth a write now.
                 super().modify(credential_type, old_entry, None)
@@ -467,88 +200,52 @@ class PersistedTokenCache(msal.SerializableTokenCache):  # type: ignore[misc]  #
         Raises:
             CacheFileError: The file is read-only or cannot be removed.
         """
-        with _Transaction(self, sync=False):
-            existed = self.persistence.remove()
+        with Transaction(self, sync=False):
+            existed = self.store.remove()
             self._replace_state({})
-            self._known, self._synced = Snapshot(None, None), True
+            self._known, self._synced = ABSENT, True
             self._pending_adds.clear()
             self._lazy_removals.clear()
         return existed
 
-    def flush(self) -> None:
-        """Write what is queued now (done automatically at the next access and at exit)."""
-        with self._lock:
-            if self._pending_adds:
-                with self.transaction():
-                    pass
+    def remove_accounts(self, home_account_ids: Iterable[str]) -> dict[str, int]:
+        """Remove every entry of these accounts, for every client id, in one write.
 
-    def _forget_after_fork(self) -> None:
-        # A thread of the parent may have held _lock or been mid-transaction at fork time;
-        # the child starts clean and trusts only the file.
-        self._lock = threading.RLock()
-        self._depth = 0
-        self._synced = False
-        self._pending_adds = []
-        self._lazy_removals = []
+        Every entry of the ``Account``, ``AccessToken``, ``RefreshToken`` and ``IdToken``
+        sections whose ``home_account_id`` is one of ``home_account_ids`` (compared
+        case-insensitively) goes, whichever application (client id) it belongs to, from the
+        newest content of the store; app metadata and the sections of other tools stay.
+        msal's ``remove_account()`` only removes what one application's client id can see,
+        and calls ``modify()`` once per entry.
 
+        Inside a :meth:`transaction` the removal joins it and is written when it ends;
+        outside one, it is a transaction of its own. Either way other processes see the
+        accounts gone all at once, in one write (none when nothing matched).
 
-class _Transaction:
-    """What ``with cache.transaction():`` enters and leaves.
+        Returns:
+            How many entries went, per section, in the order above (zeros included).
 
-    A class, not a generator: ``__enter__`` either returns with the transaction open or
-    raises with nothing held, whatever instant a Ctrl-C lands at (see ``_signals``). The one
-    instant no Python code can cover, a Ctrl-C landing as Python enters ``__exit__``, leaves
-    the transaction open with nobody to close it; then this object is dropped unclosed, and
-    its finalizer ends the transaction (without writing), so the instance is never stuck.
-    """
-
-    __slots__ = ("_cache", "_opened_by", "_sync")
-
-    def __init__(self, cache: PersistedTokenCache, *, sync: bool = True) -> None:
-        self._cache = cache
-        self._sync = sync
-        self._opened_by: int | None = None
-
-    def __enter__(self) -> None:
-        try:
-            with deferred_interrupts():
-                self._cache._begin(sync=self._sync)  # noqa: SLF001
-                self._opened_by = threading.get_ident()
-            return  # noqa: TRY300 - the return must sit inside the try
-        except BaseException:
-            self._close(commit=False)  # a Ctrl-C held back while beginning: undo it all
-            raise
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._close(commit=exc_type is None)
-
-    def __del__(self) -> None:
-        # getattr: an interrupt inside __init__ leaves the attribute unset.
-        opened_by = getattr(self, "_opened_by", None)
-        if opened_by is None or opened_by != threading.get_ident():
-            return
-        try:
-            _LOG.warning(
-                "a transaction on %s was interrupted before it ended; nothing was written",
-                self._cache._shown,  # noqa: SLF001
-            )
-        finally:
-            try:
-                self._close(commit=False)
-            except KeyboardInterrupt:
-                # Python drops any exception a finalizer raises; make sure the close ran.
-                self._close(commit=False)
-
-    def _close(self, *, commit: bool) -> None:
-        with deferred_interrupts():
-            if self._opened_by is not None:
-                self._opened_by = None
-                self._cache._end(commit=commit)  # noqa: SLF001
+        Raises:
+            LockTimeoutError: Another process held the lock past ``lock_timeout``.
+            CacheFileError: The file cannot be read or written.
+        """
+        wanted = {home_id.casefold() for home_id in home_account_ids}
+        removed: dict[str, int] = {}
+        with self.transaction():
+            for section in ACCOUNT_SECTIONS:
+                entries = self._cache.get(section, {})
+                gone = [
+                    key
+                    for key, entry in entries.items()
+                    if isinstance(home_id := entry.get("home_account_id"), str)
+                    and home_id.casefold() in wanted
+                ]
+                for key in gone:
+                    del entries[key]
+                removed[section] = len(gone)
+            if any(removed.values()):
+                self.has_state_changed = True
+        return removed
 
 
 def _refresh_token_update_follows(event: dict[str, Any]) -> bool:
@@ -560,28 +257,3 @@ def _refresh_token_update_follows(event: dict[str, Any]) -> bool:
         and "refresh_token" not in response
         and "error" not in response
     )
-
-
-def _expired(entry: dict[str, Any], now: int) -> bool:
-    try:
-        return int(entry["expires_on"]) < now
-    except (KeyError, TypeError, ValueError):
-        return False
-
-
-def _flush_at_exit() -> None:
-    for cache in list(_LIVE_CACHES):
-        try:
-            cache.flush()
-        except (MsalPersistError, OSError) as error:
-            _LOG.warning("could not write pending tokens at exit: %s", printable(str(error)))
-
-
-def _after_fork_in_child() -> None:
-    for cache in list(_LIVE_CACHES):
-        cache._forget_after_fork()  # noqa: SLF001 - module-private protocol
-
-
-atexit.register(_flush_at_exit)
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)

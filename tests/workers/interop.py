@@ -1,4 +1,4 @@
-"""Peer processes for the interop tests, run as ``python peer_helpers.py ROLE JSON-ARGS``.
+"""Interop peers: ``python -m workers.interop ROLE JSON-ARGS`` (see ``tests_interop/``).
 
 Each process is one application on the shared cache file: either msal-persist
 (``kind="persist"``) or msal-extensions 1.3 in one of its two lock flavours:
@@ -27,17 +27,18 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+from workers import main, wait_for_barrier
+
 KINDS = ("persist", "ext-filelock", "ext-portalocker")
 EXPECTED_LOCK_MODULE = {
     "ext-filelock": "msal_extensions.filelock",
     "ext-portalocker": "msal_extensions.cache_lock",
 }
-BARRIER_TIMEOUT = 30.0
 ACCOUNT_LOOKUP_TIMEOUT = 10.0
 
 
@@ -117,24 +118,17 @@ class Peer:
 def _load_testing_module() -> ModuleType:
     """Load msal_persist/testing.py without the msal_persist package (which needs portalocker)."""
     name = "msal_persist_testing_standalone"
-    spec = importlib.util.spec_from_file_location(name, SRC / "msal_persist" / "testing.py")
+    package = importlib.util.find_spec("msal_persist")  # finds it without importing it
+    if package is None or package.origin is None:
+        raise SystemExit("cannot find msal_persist")
+    testing = Path(package.origin).with_name("testing.py")
+    spec = importlib.util.spec_from_file_location(name, testing)
     if spec is None or spec.loader is None:
         raise SystemExit("cannot load msal_persist/testing.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # dataclasses look their module up while the class is built
     spec.loader.exec_module(module)
     return module
-
-
-def wait_for_barrier(path: str, parties: int) -> None:
-    """Announce arrival in ``path`` and return once ``parties`` processes have arrived."""
-    with open(path, "a") as arrivals:
-        arrivals.write(".")
-    deadline = time.monotonic() + BARRIER_TIMEOUT
-    while os.stat(path).st_size < parties:
-        if time.monotonic() > deadline:
-            raise SystemExit("barrier timed out")
-        time.sleep(0.001)
 
 
 def find_account(app: Any, home_account_id: str) -> tuple[dict[str, Any], int]:
@@ -310,6 +304,15 @@ def write_in_place(args: dict[str, Any]) -> dict[str, Any]:
     return {"pid": os.getpid(), "bytes": len(data)}
 
 
+def reporting(role: Callable[[dict[str, Any]], dict[str, Any]]) -> Callable[[str], None]:
+    """The command running ``role`` on its JSON arguments and printing its JSON report."""
+
+    def command(raw: str) -> None:
+        print(json.dumps(role(json.loads(raw))), flush=True)
+
+    return command
+
+
 ROLES = {
     "refresh": refresh,
     "read_loop": read_loop,
@@ -318,12 +321,5 @@ ROLES = {
     "write_in_place": write_in_place,
 }
 
-
-def main(argv: list[str]) -> None:
-    """Run one role and print its JSON report as the last line."""
-    role, raw = argv[1], argv[2]
-    print(json.dumps(ROLES[role](json.loads(raw))), flush=True)
-
-
 if __name__ == "__main__":
-    main(sys.argv)
+    main({name: reporting(role) for name, role in ROLES.items()})

@@ -1,4 +1,10 @@
-"""Autouse fixtures shared by tests/ and tests_interop/ (each conftest imports them)."""
+"""Fixtures for both test suites (``tests/`` and ``tests_interop/``).
+
+Every test gets a private cache path, no network and none of the developer's own cache or
+runtime directory. The helpers and workers in ``tests/`` are importable in both suites
+through pytest's ``pythonpath`` setting (pyproject.toml); worker processes get the same path
+from ``process_helpers.worker_env``.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,16 @@ import socket
 from pathlib import Path
 
 import pytest
+
+
+@pytest.fixture
+def cache_path(tmp_path: Path) -> Path:
+    """``token_cache.json`` in a fresh directory; neither exists yet.
+
+    The directory's parent is the test's own ``tmp_path``, which pytest makes with mode 0700;
+    the directory is made 0700 by whoever writes first (msal-persist makes it so itself).
+    """
+    return tmp_path / "cache" / "token_cache.json"
 
 
 @pytest.fixture(autouse=True)

@@ -1,25 +1,23 @@
-"""What counts as an msal token cache document (the unified cache schema), and its codec.
+"""What an msal token cache document is: its sections and, field by field, its entries.
 
-With the optional ``fast`` extra (orjson) installed, documents are decoded and encoded
-several times faster; the bytes are the same JSON document either way (compact, ASCII
-only, as peers that read with a locale encoding expect).
-
-:func:`decode_document` is what a cache hands msal. It judges every entry of msal's five
-sections field by field against what msal for Python reads (:data:`_RULES`), so that no
-code path of msal raises on what it is given, and it keeps only what
-:func:`encode_document` can write back exactly in strict JSON (RFC 8259: no ``NaN``, no
-``Infinity``, nesting no deeper than :data:`MAX_DEPTH`). Whatever it leaves out, one entry
-or one section of another tool at a time, it counts and describes without quoting the file.
+:func:`judge` decides what of a decoded document msal may see. It checks every entry of
+msal's five sections against what msal for Python reads (:data:`_RULES`), so that no code
+path of msal raises on what it is given, and keeps only what strict JSON can carry back
+(RFC 8259: no ``NaN``, no ``Infinity``, nesting no deeper than :data:`MAX_DEPTH`). Whatever
+it leaves out, one entry or one section of another tool at a time, it counts and describes
+without quoting the file.
 
 The literals ``NaN``, ``Infinity`` and ``-Infinity`` are not JSON, but Python's own
 ``json.dumps`` writes them, so a Python peer that read a ``1e999`` writes ``Infinity``
 back. They are judged where they stand, exactly like ``1e999``: the entry or the section of
 another tool holding one is left out, and the rest of the document is kept.
+
+This module knows nothing of bytes: :mod:`~msal_persist._codec` turns bytes into the values
+judged here and back.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import operator
 import re
@@ -28,25 +26,36 @@ from dataclasses import dataclass
 from itertools import chain
 from typing import Any, Final, Literal
 
-try:  # the optional "fast" extra
-    import orjson
-except ImportError:  # pragma: no cover - depends on the environment
-    _fast_loads: Callable[[bytes | str], Any] | None = None
-    _fast_dumps: Callable[[Any], bytes] | None = None
-else:
-    _fast_loads, _fast_dumps = orjson.loads, orjson.dumps
-
 __all__ = [
+    "ACCESS_TOKEN",
+    "ACCOUNT",
+    "ACCOUNT_SECTIONS",
+    "APP_METADATA",
+    "ID_TOKEN",
     "MAX_DEPTH",
+    "OVERLONG",
+    "REFRESH_TOKEN",
     "SECTIONS",
+    "TOKEN_SECTIONS",
     "Decoded",
+    "InexactError",
     "NotACacheError",
-    "decode_document",
-    "encode_document",
-    "parse_document",
+    "Overlong",
+    "checked_shape",
+    "judge",
 ]
 
-SECTIONS: Final = frozenset({"AccessToken", "RefreshToken", "IdToken", "Account", "AppMetadata"})
+ACCESS_TOKEN: Final = "AccessToken"  # noqa: S105 - section names, not secrets
+REFRESH_TOKEN: Final = "RefreshToken"  # noqa: S105
+ID_TOKEN: Final = "IdToken"  # noqa: S105
+ACCOUNT: Final = "Account"
+APP_METADATA: Final = "AppMetadata"
+
+TOKEN_SECTIONS: Final = (ACCESS_TOKEN, REFRESH_TOKEN, ID_TOKEN)
+"""The sections holding tokens, in the order they are listed to people."""
+ACCOUNT_SECTIONS: Final = (ACCOUNT, *TOKEN_SECTIONS)
+"""The sections whose entries belong to one account, named by their ``home_account_id``."""
+SECTIONS: Final = frozenset({*ACCOUNT_SECTIONS, APP_METADATA})
 """The sections msal for Python indexes into; others (from other SDKs) are kept untouched."""
 
 MAX_DEPTH: Final = 64
@@ -79,127 +88,20 @@ class Decoded:
     problems: tuple[str, ...]
 
 
-def parse_document(data: str | bytes) -> dict[str, Any]:
-    """Decode a cache document, insisting only on the shape msal will index into.
-
-    Entries are not judged: ``NaN`` and ``Infinity`` come back as floats. A cache hands
-    msal what :func:`decode_document` keeps instead.
-
-    Raises:
-        NotACacheError: Empty, not JSON, not an object, a known section that is not a
-            mapping of entries, or an integer too long for Python to read.
-    """
-    state, _ = _load(data, keep_overlong=False)
-    return _checked_shape(state)
-
-
-def decode_document(data: str | bytes) -> Decoded:
-    """Decode a cache document and keep what msal can use and strict JSON can carry.
-
-    Each entry of msal's sections must hold the fields msal reads, with types msal can
-    use (see :data:`_RULES`); any other field, and every section of another tool, must be
-    strict JSON no deeper than :data:`MAX_DEPTH`. An entry or a section that fails is left
-    out and described in :attr:`Decoded.problems`; the rest is kept as it is.
-
-    Raises:
-        NotACacheError: For the whole document, as :func:`parse_document` does (empty,
-            not JSON, not an object, a known section that is not a mapping of entries).
-    """
-    state, exact = _load(data, keep_overlong=True)
-    try:
-        return _judge(_checked_shape(state), exact=exact)
-    except _InexactError:
-        # orjson reads an integer beyond 64 bits as the nearest float; only the stdlib
-        # keeps its exact value, which is what must be written back.
-        state = _loads_stdlib(data, keep_overlong=True)
-        return _judge(state, exact=True)
-
-
-def encode_document(state: dict[str, Any]) -> bytes:
-    """Encode a cache document compactly (msal's own ``indent=4`` is the same document).
-
-    The C encoder (or orjson) is several times faster than the pure-Python one that
-    ``indent`` forces. Non-ASCII text is escaped, as msal's ``serialize()`` does. Only
-    strict JSON is written: what cannot be written exactly raises rather than being
-    written some other way.
-
-    Raises:
-        ValueError: ``state`` holds NaN or an infinite number, refers to itself, or is
-            nested too deeply to encode.
-        TypeError: ``state`` holds something that is not JSON (bytes, a set...).
-    """
-    if _fast_dumps is not None:
-        try:
-            data = _fast_dumps(state)
-        except TypeError:
-            pass  # integers beyond 64 bits, lone surrogates, deep nesting: the stdlib decides
-        else:
-            # orjson silently writes NaN and infinities as null: trust it only without them.
-            if data.isascii() and not _holds_nonfinite(state):
-                return data
-    try:
-        return json.dumps(state, separators=(",", ":"), allow_nan=False).encode()
-    except RecursionError:
-        raise ValueError("the document is nested too deeply to encode") from None
-
-
-# -- decoding -------------------------------------------------------------------------------
-
-
-class _Overlong:
+class Overlong:
     """Stands for an integer literal too long for ``int()``, until its entry is left out."""
 
 
-_OVERLONG: Final = _Overlong()
+OVERLONG: Final = Overlong()
 
 
-class _InexactError(Exception):
+class InexactError(Exception):
     """orjson turned an integer literal into a float: decode again with the stdlib."""
 
 
-def _int_or_overlong(text: str) -> int | _Overlong:
-    try:
-        return int(text)
-    except ValueError:  # more digits than sys.get_int_max_str_digits()
-        return _OVERLONG
-
-
-def _load(data: str | bytes, *, keep_overlong: bool) -> tuple[Any, bool]:
-    """Decode JSON; return the value and whether the stdlib decoded it (exact integers)."""
-    if not data.strip():
-        raise NotACacheError("the file is empty")
-    if _fast_loads is not None:
-        try:
-            return _fast_loads(data), False
-        except ValueError:
-            pass  # orjson is stricter (lone surrogates, 1e999, NaN): the stdlib decides
-    return _loads_stdlib(data, keep_overlong=keep_overlong), True
-
-
-def _loads_stdlib(data: str | bytes, *, keep_overlong: bool) -> Any:
-    parse_int: Callable[[str], Any] | None = None
-    while True:
-        try:
-            return json.loads(data, parse_int=parse_int)
-        except json.JSONDecodeError as error:
-            # error.msg is a fixed phrase such as "Expecting value": never the file's content.
-            raise NotACacheError(
-                f"not valid JSON ({error.msg} at line {error.lineno}, column {error.colno})"
-            ) from None
-        except UnicodeDecodeError:
-            raise NotACacheError("not UTF-8 text") from None
-        except RecursionError:
-            raise NotACacheError("JSON nested too deeply") from None
-        except ValueError:
-            # int() refuses integer literals longer than sys.get_int_max_str_digits().
-            if not keep_overlong or parse_int is not None:
-                raise NotACacheError("holds an integer too long to read") from None
-            parse_int = _int_or_overlong
-
-
-def _checked_shape(state: Any) -> dict[str, Any]:
+def checked_shape(state: Any) -> dict[str, Any]:
     if not isinstance(state, dict):
-        kind = "int" if state is _OVERLONG else type(state).__name__
+        kind = "int" if state is OVERLONG else type(state).__name__
         raise NotACacheError(f"a JSON {kind}, not an object")
     for section in sorted(SECTIONS.intersection(state)):
         entries = state[section]
@@ -231,7 +133,7 @@ _CREDENTIAL_TYPE: Final = _Field("the section's name", required=True)
 _KEY_PART: Final = _Field("text or null")
 
 _RULES: Final[Mapping[str, Mapping[str, _Field]]] = {
-    "AccessToken": {
+    ACCESS_TOKEN: {
         # token_cache.py remove_at() asserts it, and search() calls remove_at() for every
         # expired access token in the section, whoever it belongs to.
         "credential_type": _CREDENTIAL_TYPE,
@@ -254,7 +156,7 @@ _RULES: Final[Mapping[str, Mapping[str, _Field]]] = {
         "realm": _KEY_PART,
         "ext_cache_key": _KEY_PART,
     },
-    "RefreshToken": {
+    REFRESH_TOKEN: {
         # update_rt() (after every refresh that returns a new one) and remove_rt() assert it.
         "credential_type": _CREDENTIAL_TYPE,
         # oauth2cli's obtain_token_by_refresh_token() asserts token_item["secret"] is a str.
@@ -271,7 +173,7 @@ _RULES: Final[Mapping[str, Mapping[str, _Field]]] = {
         "environment": _KEY_PART,
         "target": _KEY_PART,
     },
-    "IdToken": {
+    ID_TOKEN: {
         # remove_idt() asserts it (remove_account).
         "credential_type": _CREDENTIAL_TYPE,
         # Not read by msal for Python, but required by the schema and read by the SDKs
@@ -283,7 +185,7 @@ _RULES: Final[Mapping[str, Mapping[str, _Field]]] = {
         "client_id": _KEY_PART,
         "realm": _KEY_PART,
     },
-    "Account": {
+    ACCOUNT: {
         # application.py _find_msal_accounts() reads a["authority_type"] (get_accounts);
         # remove_account() asserts it is there.
         "authority_type": _Field("text", required=True),
@@ -299,7 +201,7 @@ _RULES: Final[Mapping[str, Mapping[str, _Field]]] = {
         # Compared with the broker's grant type.
         "account_source": _Field("text or null"),
     },
-    "AppMetadata": {
+    APP_METADATA: {
         # application.py passes app_metadata["family_id"] to the refresh token search.
         "family_id": _Field("text or null"),
     },
@@ -352,7 +254,7 @@ _WHOLE_NUMBER: Final = re.compile(r"-?[0-9]+")
 _PLAIN_NAME: Final = re.compile(r"[A-Za-z_]{1,40}")
 
 
-def _judge(state: dict[str, Any], *, exact: bool) -> Decoded:
+def judge(state: dict[str, Any], *, exact: bool) -> Decoded:
     kept: dict[str, Any] = {}
     problems: list[str] = []
     for name, value in state.items():
@@ -468,7 +370,7 @@ def _whole_number_problem(value: object, *, exact: bool) -> str | None:
         if not math.isfinite(value) or not value.is_integer():
             return "is not a whole number"
         if not exact and abs(value) >= _INT64:
-            raise _InexactError
+            raise InexactError
         number = int(value)
     else:
         return "is not a whole number"
@@ -492,33 +394,7 @@ def _json_problem(value: object, enclosing: int, *, exact: bool) -> str | None:
         if not math.isfinite(value):
             reason = "holds NaN or an infinite number"
         elif not exact and abs(value) >= _INT64:
-            raise _InexactError
-    elif value is _OVERLONG:
+            raise InexactError
+    elif value is OVERLONG:
         reason = "holds an integer too long to read"
     return reason  # text, integers, booleans and null are always fine
-
-
-# -- encoding -------------------------------------------------------------------------------
-
-_SCALARS: Final = frozenset({str, int, bool, type(None)})
-
-
-def _holds_nonfinite(state: dict[str, Any]) -> bool:
-    """Whether NaN or an infinity is anywhere in ``state`` (encoded by orjson, so acyclic)."""
-    for section in state.values():
-        try:
-            types = {*map(type, chain.from_iterable(map(dict.values, section.values())))}
-        except (AttributeError, TypeError):  # not a mapping of entries: look at everything
-            types = None
-        if types is None or not types <= _SCALARS:
-            pending = [section]
-            while pending:
-                item = pending.pop()
-                if isinstance(item, float):
-                    if not math.isfinite(item):
-                        return True
-                elif isinstance(item, dict):
-                    pending.extend(item.values())
-                elif isinstance(item, (list, tuple)):
-                    pending.extend(item)
-    return False

@@ -1,4 +1,4 @@
-"""Worker processes for the multi-process cache tests: ``python cache_workers.py CMD ...``.
+"""Cache workers: ``python -m workers.cache COMMAND ARGS...``.
 
 Each command builds real msal applications on a ``PersistedTokenCache`` against the local
 stand-in authority, and prints one JSON line with what it observed.
@@ -7,16 +7,12 @@ stand-in authority, and prints one JSON line with what it observed.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import threading
-import time
-from pathlib import Path
 
-import msal_persist
 from msal_persist import PersistedTokenCache
 from msal_persist.testing import DEFAULT_SCOPES, LocalAuthority
-from process_helpers import wait_for_barrier
+from workers import main, wait_for_barrier
 
 
 def refresher(cache: str, username: str, rounds: str, barrier: str, parties: str) -> None:
@@ -25,7 +21,7 @@ def refresher(cache: str, username: str, rounds: str, barrier: str, parties: str
     app = authority.public_client(token_cache=PersistedTokenCache(cache))
     authority.sign_in(app, username)
     account = app.get_accounts(username=username)[0]
-    wait_for_barrier(Path(barrier), int(parties))
+    wait_for_barrier(barrier, parties)
     last = None
     for _ in range(int(rounds)):
         result = app.acquire_token_silent(DEFAULT_SCOPES, account, force_refresh=True)
@@ -76,7 +72,7 @@ def silent(cache: str, username: str) -> None:
                 "accounts": len(accounts),
                 "token_source": (result or {}).get("token_source"),
                 "token_endpoint_hits": authority.token_endpoint_hits,
-                "saves": app.token_cache.persistence.saves,
+                "saves": app.token_cache.store.saves,
             }
         )
     )
@@ -114,14 +110,43 @@ def crash_writer(cache: str, prefix: str) -> None:
 
 def hold_lock(cache: str) -> None:
     """Hold the cache's lock until stdin closes (or we are killed)."""
-    lock = PersistedTokenCache(cache).lock
+    lock = PersistedTokenCache(cache).store.lock
     lock.acquire()
     print("ready", flush=True)
     sys.stdin.read()
     lock.release()
 
 
+def flush_at_exit_after_contention(cache: str) -> None:
+    """Leave a token for the exit flush after the lock was contended once (see test_hostile)."""
+    persisted = PersistedTokenCache(cache)
+    authority = LocalAuthority()
+    app = authority.public_client(token_cache=persisted)
+    authority.sign_in(app)
+    # Contend for the lock once, so that the lock's inotify watch exists before exit.
+    holder = PersistedTokenCache(cache).store.lock
+    holder.acquire()
+    threading.Timer(0.2, holder.release).start()
+    with persisted.transaction():
+        pass
+    account = app.get_accounts()[0]
+    # A refresh answered without a new refresh token: msal's add() is queued for update_rt(),
+    # which never comes; only the exit flush can write it.
+    persisted.add(
+        {
+            "client_id": "c",
+            "scope": ["User.Read"],
+            "token_endpoint": "https://login.microsoftonline.com/t/oauth2/v2.0/token",
+            "grant_type": "refresh_token",
+            "environment": account["environment"],
+            "response": {"access_token": "fresh-at-exit", "expires_in": 3600},
+            "data": {},
+        }
+    )
+
+
 COMMANDS = {
+    "flush_at_exit_after_contention": flush_at_exit_after_contention,
     "refresher": refresher,
     "threaded_refresher": threaded_refresher,
     "silent": silent,
@@ -131,7 +156,4 @@ COMMANDS = {
 }
 
 if __name__ == "__main__":
-    assert Path(msal_persist.__file__).exists()
-    os.environ.setdefault("PYTHONHASHSEED", "0")
-    started = time.monotonic()
-    COMMANDS[sys.argv[1]](*sys.argv[2:])
+    main(COMMANDS)
