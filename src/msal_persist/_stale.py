@@ -27,6 +27,7 @@ from __future__ import annotations
 import enum
 import logging
 import os
+import stat
 import time
 from pathlib import Path
 from typing import Final
@@ -34,7 +35,7 @@ from typing import Final
 import portalocker
 
 from ._errors import CacheFileError
-from ._files import NotRegularFileError, open_regular
+from ._files import NotRegularFileError, kind_of, open_regular
 from ._process import pid_is_running
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "Descriptor",
     "StaleWatch",
     "Verdict",
+    "lock_file_refusal",
     "names_inode",
     "read_pid",
     "recorded_pid",
@@ -107,8 +109,9 @@ class StaleWatch:
             return Verdict.RETRY
         fd, st, writable = opened
         try:
-            if st.st_nlink > 1:
-                raise _refusal(self._path, f"a file with {st.st_nlink} names (hard links)")
+            refused = lock_file_refusal(st)
+            if refused is not None:
+                raise _refusal(self._path, refused)
             now = time.monotonic()
             # The holder's pid, not size, mtime or the rest of the record: waiters append to
             # the file to say they wait, and content that keeps changing must not keep a file
@@ -268,6 +271,20 @@ def unlink_if_present(path: Path) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
+
+
+def lock_file_refusal(st: os.stat_result) -> str | None:
+    """What makes ``st`` (an ``lstat`` or ``fstat``) no lock file, in words; ``None`` if fine.
+
+    Only a regular file with one name can be a lock file: every MSAL peer creates it with
+    ``O_EXCL``. A link, a directory, a FIFO, a device or a second name was planted, and
+    writers refuse it at once rather than follow, block on or append to it.
+    """
+    if not stat.S_ISREG(st.st_mode):
+        return kind_of(st.st_mode)
+    if st.st_nlink > 1:
+        return f"a file with {st.st_nlink} names (hard links)"
+    return None
 
 
 def _refusal(path: Path, kind: str) -> CacheFileError:

@@ -13,10 +13,10 @@ import time
 from pathlib import Path
 from typing import Final
 
-from msal_persist._files import kind_of
 from msal_persist._lock import DEFAULT_STALE_GRACE, CrossProcessLock
 from msal_persist._persistence import MAX_SET_ASIDE, FilePersistence
 from msal_persist._process import pid_is_running
+from msal_persist._stale import lock_file_refusal
 
 from ._base import Check, duration, plural, quote
 
@@ -40,11 +40,13 @@ def check_lock(lock: CrossProcessLock) -> Check:
 
 
 def _refused_lock_file(lock_path: Path, st: os.stat_result) -> Check | None:
-    """A FAIL for what writers refuse at once as a lock file (see CrossProcessLock.acquire).
+    """A FAIL for what writers refuse at once as a lock file, by the lock's own rule.
 
-    Only a regular file with one name can be a lock file. Judged on ``lstat`` alone:
-    nothing here opens or follows it.
+    Judged on ``lstat`` alone: nothing here opens or follows it.
     """
+    kind = lock_file_refusal(st)
+    if kind is None:
+        return None
     quoted = quote(lock_path)
     if stat.S_ISDIR(st.st_mode):
         return Check(
@@ -53,30 +55,24 @@ def _refused_lock_file(lock_path: Path, st: os.stat_result) -> Check | None:
             f"{lock_path} is a directory, so no writer can ever take the lock",
             f"rmdir {quoted}",
         )
-    refused = "which no MSAL tool creates: writers refuse it, so no sign-in can be saved"
+    fix = f"rm {quoted}"
     if stat.S_ISLNK(st.st_mode):
         try:
-            target = os.readlink(lock_path)
+            kind += f" (to {os.readlink(lock_path)})"
         except OSError:
-            target = "?"
-        return Check(
-            "FAIL",
-            "lock",
-            f"{lock_path} is a symbolic link (to {target}), {refused}",
-            f"rm {quoted} (this removes the link, not its target)",
-        )
-    if not stat.S_ISREG(st.st_mode):
-        return Check(
-            "FAIL", "lock", f"{lock_path} is {kind_of(st.st_mode)}, {refused}", f"rm {quoted}"
-        )
-    if st.st_nlink > 1:
-        return Check(
-            "FAIL",
-            "lock",
-            f"{lock_path} has {st.st_nlink} names (hard links), {refused}",
-            f"rm {quoted} (the other names stay)",
-        )
-    return None
+            kind += " (to ?)"
+        fix += " (this removes the link, not its target)"
+    elif st.st_nlink > 1:
+        kind = f"has {st.st_nlink} names (hard links)"
+        fix += " (the other names stay)"
+    verb = "" if kind.startswith("has ") else "is "
+    return Check(
+        "FAIL",
+        "lock",
+        f"{lock_path} {verb}{kind}, which no MSAL tool creates: writers refuse it, "
+        "so no sign-in can be saved",
+        fix,
+    )
 
 
 def _judge_lock_holder(lock: CrossProcessLock, age: float) -> Check:
