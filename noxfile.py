@@ -43,7 +43,15 @@ def _install_tests(session: nox.Session, *extra: str, project: str = ".") -> Non
     session.install("--group", "tests", "-e", project, *extra)
 
 
+COVERAGE_PYTHON = "3.10"
+"""Coverage is measured once, on the fastest session: the other Pythons run the same tests
+without its tracer, which the exhaustive interrupt test would otherwise run under twice."""
+
+
 def _pytest(session: nox.Session, *paths: str) -> None:
+    if session.name != f"tests-{COVERAGE_PYTHON}":
+        session.run("python", "-m", "pytest", *paths, *session.posargs)
+        return
     # Coverage follows subprocesses (patch = ["subprocess"]), so the multi-process tests count.
     session.run("coverage", "erase")
     session.run("coverage", "run", "-m", "pytest", *paths, *session.posargs)
