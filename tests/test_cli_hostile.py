@@ -118,6 +118,28 @@ def stamp(path: Path) -> tuple[bytes, int, int]:
     return path.read_bytes(), st.st_mtime_ns, st.st_ino
 
 
+class LinkedLock:
+    """A lock file planted as a symlink to a file of the user's (or to nothing)."""
+
+    def __init__(self, cache: Path, tmp_path: Path, *, dangling: bool) -> None:
+        self.target = tmp_path / "precious.txt"
+        self.before: tuple[bytes, int, int] | None = None
+        if not dangling:
+            self.target.write_text("my notes\n")
+            os.utime(self.target, ns=(1_000_000_000, 1_000_000_000))
+            self.before = stamp(self.target)
+        self.lock = Path(f"{cache}.lockfile")
+        self.lock.symlink_to(self.target)
+
+    def assert_untouched(self) -> None:
+        """The link is still there and its target (if any) was neither written nor made."""
+        assert self.lock.is_symlink()
+        if self.before is None:
+            assert not os.path.lexists(self.target)
+        else:
+            assert stamp(self.target) == self.before
+
+
 # -- fixtures -------------------------------------------------------------------------------
 
 
@@ -339,13 +361,8 @@ def test_doctor_fails_a_symlinked_lock_file_and_leaves_its_target_alone(
     capsys, plain_cache, tmp_path, dangling
 ):
     """A symlink as lock file (dangling or not) is a FAIL with an rm fix; nothing is written."""
-    target = tmp_path / "precious.txt"
-    if not dangling:
-        target.write_text("my notes\n")
-        os.utime(target, ns=(1_000_000_000, 1_000_000_000))
-        before = stamp(target)
-    lock = Path(f"{plain_cache}.lockfile")
-    lock.symlink_to(target)
+    linked = LinkedLock(plain_cache, tmp_path, dangling=dangling)
+    lock, target = linked.lock, linked.target
     code, checks = doctor(capsys, plain_cache)
     assert code == 1
     assert checks["lock"] == (
@@ -354,11 +371,7 @@ def test_doctor_fails_a_symlinked_lock_file_and_leaves_its_target_alone(
         "target)"
     )
     assert "next writer removes it" not in checks["lock"]
-    assert lock.is_symlink()
-    if dangling:
-        assert not os.path.lexists(target)
-    else:
-        assert stamp(target) == before
+    linked.assert_untouched()
 
 
 @pytest.mark.parametrize(
@@ -546,12 +559,8 @@ def test_changes_refuse_a_symlinked_lock_file_at_once_with_exit_4(
     plain_cache, tmp_path, command, dangling
 ):
     """Clear/remove with a symlink as lock file exit 4 within seconds; no file is touched."""
-    target = tmp_path / "precious.txt"
-    if not dangling:
-        target.write_text("my notes\n")
-        before_target = stamp(target)
-    lock = Path(f"{plain_cache}.lockfile")
-    lock.symlink_to(target)
+    linked = LinkedLock(plain_cache, tmp_path, dangling=dangling)
+    lock = linked.lock
     before = stamp(plain_cache)
     account = [ALICE] if command == "remove" else []
     result, elapsed = run_program(
@@ -564,8 +573,4 @@ def test_changes_refuse_a_symlinked_lock_file_at_once_with_exit_4(
     assert result.stderr.endswith("; nothing changed\n")
     assert result.stderr.count("\n") == 1
     assert stamp(plain_cache) == before
-    assert lock.is_symlink()
-    if dangling:
-        assert not os.path.lexists(target)
-    else:
-        assert stamp(target) == before_target
+    linked.assert_untouched()
