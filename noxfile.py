@@ -39,6 +39,31 @@ OLDEST = ["msal==1.29.0", "portalocker==3.0.0", "platformdirs==4.0.0"]
 ROOT = Path(__file__).parent
 
 
+_apt_updated = False
+
+
+def _system_programs(session: nox.Session, programs: dict[str, str]) -> None:
+    """Make sure each program (key) is on PATH, installing its Debian package (value).
+
+    The sessions that prove a claim about a real component (the OS keyring, Redis) need its
+    real server. On a fresh machine of CI's kind we are root with apt-get: install it there.
+    Anywhere else, stop with the exact command to run; a missing server is never a skip.
+    """
+    global _apt_updated  # noqa: PLW0603 - one "apt-get update" per nox run
+    missing = sorted(
+        {package for program, package in programs.items() if not shutil.which(program)}
+    )
+    if not missing:
+        return
+    command = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing]
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        session.error(f"this session needs: sudo apt-get update && sudo {' '.join(command)}")
+    if not _apt_updated:
+        session.run("apt-get", "update", "-qq", external=True)
+        _apt_updated = True
+    session.run(*command, external=True, env={"DEBIAN_FRONTEND": "noninteractive"})
+
+
 def _install_tests(session: nox.Session, *extra: str, project: str = ".") -> None:
     session.install("--group", "tests", "-e", project, *extra)
 
