@@ -18,7 +18,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -26,13 +26,6 @@ import pytest
 KEY_VARIABLE = "MSAL_PERSIST_KEY"
 ENCRYPTION_VARIABLE = "MSAL_PERSIST_TEST_ENCRYPTION"  # read by tests/workers/cache.py
 PROGRAMS = {"dbus-daemon": "dbus", "gnome-keyring-daemon": "gnome-keyring"}
-
-
-@dataclass(frozen=True)
-class SecretService:
-    """A running Secret Service: the bus address and the daemons' environment."""
-
-    environment: dict[str, str]
 
 
 @pytest.fixture(autouse=True)
@@ -59,18 +52,37 @@ def _require_programs() -> None:
         )
 
 
-@pytest.fixture(scope="session")
-def secret_service() -> Iterator[SecretService]:
-    """A private D-Bus session with gnome-keyring's Secret Service, unlocked."""
+BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <listen>unix:dir={directory}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+    <allow own="*"/>
+  </policy>
+</busconfig>
+"""
+"""A session bus that activates nothing: the only Secret Service on it is the one started
+here, never a second gnome-keyring started on demand with a locked keyring, and no prompt
+window can be asked for (a locked keyring then fails at once, as on a headless server)."""
+
+
+@contextmanager
+def running_secret_service() -> Iterator[str]:
+    """Start a private D-Bus session bus and gnome-keyring on it; yield the bus address."""
     _require_programs()
     home = Path(tempfile.mkdtemp(prefix="msal-persist-keyring-"))
+    config = home / "bus.conf"
+    config.write_text(BUS_CONFIG.format(directory=home))
     bus = subprocess.Popen(
-        ["dbus-daemon", "--session", "--nofork", "--nopidfile", "--print-address=1"],
+        ["dbus-daemon", f"--config-file={config}", "--nofork", "--nopidfile", "--print-address=1"],
         stdout=subprocess.PIPE,
         text=True,
     )
     daemon: subprocess.Popen[str] | None = None
-    saved = os.environ.get("DBUS_SESSION_BUS_ADDRESS")
     try:
         assert bus.stdout is not None
         address = bus.stdout.readline().strip()
@@ -94,14 +106,9 @@ def secret_service() -> Iterator[SecretService]:
         assert daemon.stdin is not None
         daemon.stdin.write("msal-persist-test-password")
         daemon.stdin.close()
-        os.environ["DBUS_SESSION_BUS_ADDRESS"] = address
-        _wait_for_secret_service()
-        yield SecretService(environment={"DBUS_SESSION_BUS_ADDRESS": address})
+        _wait_for_secret_service(address)
+        yield address
     finally:
-        if saved is None:
-            os.environ.pop("DBUS_SESSION_BUS_ADDRESS", None)
-        else:
-            os.environ["DBUS_SESSION_BUS_ADDRESS"] = saved
         for proc in (daemon, bus):
             if proc is not None:
                 proc.terminate()
@@ -115,12 +122,37 @@ def secret_service() -> Iterator[SecretService]:
         shutil.rmtree(home, ignore_errors=True)
 
 
-def _wait_for_secret_service() -> None:
-    import secretstorage  # noqa: PLC0415 - part of the encryption extra
+@pytest.fixture(scope="session")
+def secret_service() -> Iterator[str]:
+    """gnome-keyring's Secret Service on a private session bus, for this whole test session.
+
+    This process (and every worker it starts) talks to it through
+    ``$DBUS_SESSION_BUS_ADDRESS``; ``keyring`` is made to choose its backend now that
+    there is one.
+    """
+    import keyring  # noqa: PLC0415 - part of the encryption extra
+
+    saved = os.environ.get("DBUS_SESSION_BUS_ADDRESS")
+    with running_secret_service() as address:
+        os.environ["DBUS_SESSION_BUS_ADDRESS"] = address
+        keyring.core.init_backend()
+        try:
+            yield address
+        finally:
+            if saved is None:
+                os.environ.pop("DBUS_SESSION_BUS_ADDRESS", None)
+            else:
+                os.environ["DBUS_SESSION_BUS_ADDRESS"] = saved
+
+
+def _wait_for_secret_service(address: str) -> None:
+    import secretstorage  # noqa: PLC0415
+    from jeepney.io.blocking import open_dbus_connection  # noqa: PLC0415 - encryption extra
 
     deadline = time.monotonic() + 20
     while True:
-        connection = secretstorage.dbus_init()
+        connection = open_dbus_connection(address)
+
         try:
             collection = secretstorage.get_default_collection(connection)
             if not collection.is_locked():
