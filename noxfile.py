@@ -29,6 +29,7 @@ nox.options.sessions = [
     "tests_fast",
     "tests_oldest",
     "interop",
+    "encryption",
     "examples",
 ]
 
@@ -111,6 +112,14 @@ def interop(session: nox.Session) -> None:
     """Mixed processes with msal-extensions (both lock flavours) on portalocker 3.x."""
     _install_tests(session, "msal-extensions>=1.3", "portalocker<4")
     session.run("python", "-m", "pytest", "tests_interop", *session.posargs)
+
+
+@nox.session(python="3.12")
+def encryption(session: nox.Session) -> None:
+    """The encryption extra against gnome-keyring's real Secret Service on a private D-Bus."""
+    _system_programs(session, {"dbus-daemon": "dbus", "gnome-keyring-daemon": "gnome-keyring"})
+    _install_tests(session, project=".[encryption]")
+    session.run("python", "-m", "pytest", "tests_encryption", *session.posargs)
 
 
 @nox.session
