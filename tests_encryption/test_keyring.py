@@ -6,13 +6,14 @@ import base64
 import json
 import os
 import uuid
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import keyring
 import pytest
 import secretstorage
-from conftest import running_secret_service
+from conftest import start_secret_service
 from jeepney.io.blocking import open_dbus_connection
 
 from msal_persist import DecryptionError, KeyringKey, KeyUnavailableError, PersistedTokenCache
@@ -175,7 +176,8 @@ def test_no_secret_service_fails_at_construction_naming_both_ways_out(cache_path
 
 
 def test_a_locked_keyring_is_a_clear_error(cache_path: Path) -> None:
-    with running_secret_service() as address:
+    with ExitStack() as stack:
+        address = start_secret_service(stack)
         connection = open_dbus_connection(address)
         try:
             secretstorage.get_default_collection(connection).lock()
