@@ -29,6 +29,7 @@ nox.options.sessions = [
     "tests_fast",
     "tests_oldest",
     "interop",
+    "encryption",
     "examples",
 ]
 
@@ -36,6 +37,7 @@ PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
 OLDEST_PYTHON = "3.10"
 # The lowest versions pyproject.toml declares; CI proves they still work.
 OLDEST = ["msal==1.29.0", "portalocker==3.0.0", "platformdirs==4.0.0"]
+ENCRYPTION_OLDEST = ["cryptography==42.0.0", "keyring==25.0.0"]
 ROOT = Path(__file__).parent
 
 
@@ -111,6 +113,25 @@ def interop(session: nox.Session) -> None:
     """Mixed processes with msal-extensions (both lock flavours) on portalocker 3.x."""
     _install_tests(session, "msal-extensions>=1.3", "portalocker<4")
     session.run("python", "-m", "pytest", "tests_interop", *session.posargs)
+
+
+@nox.session(python="3.12")
+def encryption(session: nox.Session) -> None:
+    """The encryption extra against gnome-keyring's real Secret Service on a private D-Bus."""
+    _system_programs(session, {"dbus-daemon": "dbus", "gnome-keyring-daemon": "gnome-keyring"})
+    _install_tests(session, project=".[encryption]")
+    session.run("python", "-m", "pytest", "tests_encryption", *session.posargs)
+    # The floors pyproject.toml declares for the extra, on the same real keyring (the
+    # multi-process proofs do not depend on these versions and run once, above).
+    session.install(*ENCRYPTION_OLDEST)
+    session.run(
+        "python",
+        "-m",
+        "pytest",
+        "tests_encryption",
+        "--deselect=tests_encryption/test_encrypted_processes.py",
+        *session.posargs,
+    )
 
 
 @nox.session

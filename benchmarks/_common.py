@@ -25,13 +25,17 @@ MEMORY = "memory"
 RECIPE = "recipe"
 EXTENSIONS = "msal-extensions"
 PERSIST = "msal-persist"
+ENCRYPTED = "msal-persist-encrypted"
 CONTENDERS = (MEMORY, RECIPE, EXTENSIONS, PERSIST)
 LABELS = {
     MEMORY: "in-memory",
     RECIPE: "recipe (load/save at exit)",
     EXTENSIONS: "msal-extensions",
     PERSIST: "msal-persist",
+    ENCRYPTED: "msal-persist, encrypted",
 }
+BENCH_KEY = os.urandom(32)
+"""The key of the encrypted contender (AES-256-GCM; given by the application)."""
 SCOPES = DEFAULT_SCOPES
 CACHE_NAME = "token_cache.json"
 
@@ -101,8 +105,8 @@ def make_contender(kind: str, path: Path) -> Contender:
         persistence.save = counting_save  # type: ignore[method-assign]
         cache = msal_extensions.PersistedTokenCache(persistence)
         return Contender(kind, path, cache, writes=lambda: saves[0])
-    if kind == PERSIST:
-        cache = PersistedTokenCache(path)
+    if kind in (PERSIST, ENCRYPTED):
+        cache = PersistedTokenCache(path, encryption=BENCH_KEY if kind == ENCRYPTED else None)
         # flush() is what msal-persist's atexit hook does; normally there is nothing queued.
         return Contender(kind, path, cache, finish=cache.flush, writes=lambda: cache.store.saves)
     raise ValueError(f"unknown contender {kind!r}")

@@ -32,7 +32,7 @@ AZURE_CLI_CLIENT_ID = "04b07795-8ddb-461a-bbee-02f9e1bf7b46"
 ALICE = "alice@example.test"
 BOB = "Bob@Example.test"
 
-EXIT_CODES = {0, 1, 2, 3, 4, 5, 6, 130}
+EXIT_CODES = {0, 1, 2, 3, 4, 5, 6, 7, 130}
 ROOT = Path(__file__).resolve().parent.parent
 
 # -- helpers --------------------------------------------------------------------------------

@@ -13,8 +13,17 @@ from __future__ import annotations
 from importlib.metadata import version
 
 from ._codec import Codec, JsonCodec
-from ._errors import CacheFileError, CacheLocationError, LockTimeoutError, MsalPersistError
+from ._encryption import EncryptedCodec
+from ._errors import (
+    CacheFileError,
+    CacheLocationError,
+    DecryptionError,
+    KeyUnavailableError,
+    LockTimeoutError,
+    MsalPersistError,
+)
 from ._file_store import FileStore
+from ._keys import EnvironmentKey, FileKey, KeyringKey, KeySource, RawKey
 from ._locations import CacheLocation, default_cache_path
 from ._lock import CrossProcessLock
 from ._store import Store
@@ -28,11 +37,19 @@ __all__ = [
     "CacheLocationError",
     "Codec",
     "CrossProcessLock",
+    "DecryptionError",
+    "EncryptedCodec",
+    "EnvironmentKey",
+    "FileKey",
     "FileStore",
     "JsonCodec",
+    "KeySource",
+    "KeyUnavailableError",
+    "KeyringKey",
     "LockTimeoutError",
     "MsalPersistError",
     "PersistedTokenCache",
+    "RawKey",
     "Store",
     "__version__",
     "default_cache_path",

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from itertools import chain
 from typing import Any, Final, Protocol
 
+from ._envelope import is_damaged_envelope, is_envelope, stored_key_id
+from ._errors import DecryptionError
 from ._schema import (
     MAX_DEPTH,
     OVERLONG,
@@ -184,7 +186,8 @@ class Codec(Protocol):
     """Turns the bytes a store holds into the document msal may see, and back.
 
     ``decode`` raises :class:`NotACacheError` for bytes that are no cache document at all
-    (the store then sets them aside), and reports entries it left out in
+    (the store then sets them aside), :class:`~msal_persist.DecryptionError` for bytes it
+    cannot decrypt (left exactly as they are), and reports entries it left out in
     :class:`Decoded`; ``encode`` raises ``ValueError`` rather than write what ``decode``
     would not read back exactly.
     """
@@ -208,7 +211,22 @@ class JsonCodec:
         return "JsonCodec()"
 
     def decode(self, data: bytes) -> Decoded:
-        """Decode ``data`` with :func:`decode_document`."""
+        """Decode ``data`` with :func:`decode_document`.
+
+        Raises:
+            DecryptionError: ``data`` is an encrypted cache: that is no corruption, and it
+                must not be set aside; it needs the key.
+            NotACacheError: ``data`` is no cache document.
+        """
+        if is_envelope(data) or is_damaged_envelope(data):
+            key_id = stored_key_id(data)
+            raise DecryptionError(
+                "",
+                key_id,
+                None,
+                f"it is encrypted (key {key_id}), and this cache was opened without a key: "
+                "pass encryption=... (CLI: --key), as the processes that write it do",
+            )
         return decode_document(data)
 
     def encode(self, state: dict[str, Any]) -> bytes:

@@ -7,11 +7,13 @@ that existing ``except`` clauses already catch::
     └── MsalPersistError
         ├── LockTimeoutError        (also TimeoutError)
         ├── CacheFileError          (also OSError)
-        └── CacheLocationError      (also ValueError)
+        ├── CacheLocationError      (also ValueError)
+        ├── DecryptionError         (also ValueError)
+        └── KeyUnavailableError     (also RuntimeError)
 
-Messages name the file involved and never contain a token, an account name or a home
-account id. Context travels as attributes, and every error survives pickling (so it crosses
-``multiprocessing`` boundaries intact).
+Messages name the file involved and never contain a token, an account name, a home
+account id or a byte of an encryption key. Context travels as attributes, and every error
+survives pickling (so it crosses ``multiprocessing`` boundaries intact).
 """
 
 from __future__ import annotations
@@ -110,3 +112,66 @@ class CacheLocationError(MsalPersistError, ValueError):
     def __reduce__(self) -> tuple[type[CacheLocationError], tuple[str, str]]:
         """Rebuild from the attributes, not from the formatted message."""
         return (type(self), (self.path, self.reason))
+
+
+class DecryptionError(MsalPersistError, ValueError):
+    """The cache is encrypted and cannot be decrypted with the key this process has.
+
+    The key is wrong, the file was tampered with, or no key was given at all. The stored
+    bytes are left exactly as they are: one misconfigured process must not sign every other
+    process out.
+
+    Attributes:
+        path: The cache (its file, or the store's name).
+        key_id: The id of the key the cache says it was encrypted with, if readable.
+        expected_key_id: The id of this process's key (``None``: no key was given).
+        reason: Why it failed, in words.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        key_id: str | None,
+        expected_key_id: str | None,
+        reason: str,
+    ) -> None:
+        """Describe a cache this process cannot decrypt."""
+        self.path = path
+        self.key_id = key_id
+        self.expected_key_id = expected_key_id
+        self.reason = reason
+        named = "" if key_id is None or key_id in reason else f" (key {key_id})"
+        super().__init__(f"cannot decrypt token cache {path}: {reason}{named}")
+
+    def __reduce__(
+        self,
+    ) -> tuple[type[DecryptionError], tuple[str, str | None, str | None, str]]:
+        """Rebuild from the attributes, not from the formatted message."""
+        return (type(self), (self.path, self.key_id, self.expected_key_id, self.reason))
+
+    def at(self, path: str) -> DecryptionError:
+        """The same error, naming ``path`` (codecs do not know where their bytes live)."""
+        return type(self)(path, self.key_id, self.expected_key_id, self.reason)
+
+
+class KeyUnavailableError(MsalPersistError, RuntimeError):
+    """The encryption key cannot be had from where it was asked for.
+
+    Never a silent fallback to plaintext: the message names what was tried and the ways
+    out, and never holds a byte of a key.
+
+    Attributes:
+        source: Where the key was looked for (``"keyring ..."``, ``"environment variable
+            ..."``, ``"file ..."``).
+        reason: Why it could not be had, and what to do.
+    """
+
+    def __init__(self, source: str, reason: str) -> None:
+        """Describe a key that could not be had."""
+        self.source = source
+        self.reason = reason
+        super().__init__(f"no encryption key from {source}: {reason}")
+
+    def __reduce__(self) -> tuple[type[KeyUnavailableError], tuple[str, str]]:
+        """Rebuild from the attributes, not from the formatted message."""
+        return (type(self), (self.source, self.reason))

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from ._codec import Codec, Decoded, JsonCodec, NotACacheError
+from ._errors import DecryptionError
 from ._signals import interruptible
 from ._store import Snapshot, Store
 
@@ -82,12 +83,15 @@ def read_settled(store: Store, codec: Codec | None = None) -> Reading:
 
     Raises:
         CacheFileError: As the store's ``load`` does (unreadable, not a regular file).
+        DecryptionError: The cache is encrypted and ``codec`` cannot open it.
     """
     codec = JsonCodec() if codec is None else codec
     snapshot = store.load()
     while snapshot.data is not None:
         try:
             return Reading(snapshot, codec.decode(snapshot.data))
+        except DecryptionError as error:
+            raise error.at(store.display_name) from None
         except NotACacheError as error:
             settled = settle(store, codec, snapshot)
             if settled is None:

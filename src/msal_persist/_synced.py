@@ -32,7 +32,7 @@ from typing import Any, Final
 import msal
 
 from ._codec import Codec, JsonCodec, NotACacheError
-from ._errors import CacheFileError, MsalPersistError
+from ._errors import CacheFileError, DecryptionError, MsalPersistError
 from ._schema import ACCESS_TOKEN
 from ._settle import settle
 from ._signals import checkpoint, deferred_interrupts
@@ -231,6 +231,10 @@ class SyncedCache(msal.SerializableTokenCache):  # type: ignore[misc]  # msal is
             return
         try:
             decoded = self.codec.decode(snapshot.data)
+        except DecryptionError as error:
+            # Not corruption: another key, or tampering. Nothing is set aside or written, so
+            # one misconfigured process cannot sign every other one out.
+            raise error.at(self._shown) from None
         except NotACacheError as error:
             if not may_quarantine:
                 raise

@@ -28,7 +28,9 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from ._codec import Codec, NotACacheError, parse_document
+from ._encryption import EncryptedCodec
 from ._file_store import FileStore
+from ._keys import KeySource
 from ._locations import DEFAULT_APP_NAME, CacheLocation, default_cache_path
 from ._lock import DEFAULT_LOCK_TIMEOUT
 from ._schema import ACCESS_TOKEN, ACCOUNT_SECTIONS
@@ -59,6 +61,14 @@ class PersistedTokenCache(SyncedCache):
             :class:`~msal_persist.Store` (a :class:`~msal_persist.FileStore` made with its
             own options, for example). Give either ``path`` or ``store``.
         codec: How the bytes are read and written; msal's own JSON format by default.
+        encryption: Encrypt the cache at rest (AES-256-GCM; the ``encryption`` extra) with
+            the key from this source: :class:`~msal_persist.KeyringKey` (the OS keyring),
+            :class:`~msal_persist.EnvironmentKey`, :class:`~msal_persist.FileKey`,
+            :class:`~msal_persist.RawKey`, 32 key bytes, or the text forms ``"keyring"``,
+            ``"keyring:NAME"``, ``"env:VARIABLE"``, ``"file:PATH"``. Short for
+            ``codec=EncryptedCodec(encryption)``. A plaintext cache is read and encrypted at
+            its next write; one this key cannot open raises
+            :class:`~msal_persist.DecryptionError` and is left untouched.
 
     Attributes:
         store: The :class:`~msal_persist.Store` holding the bytes (for the default file
@@ -77,8 +87,13 @@ class PersistedTokenCache(SyncedCache):
         fsync: bool = True,
         store: Store | None = None,
         codec: Codec | None = None,
+        encryption: KeySource | bytes | str | None = None,
     ) -> None:
         """Resolve the location; nothing is read or written until msal asks."""
+        if encryption is not None:
+            if codec is not None:
+                raise TypeError("give either codec or encryption, not both")
+            codec = EncryptedCodec(encryption)
         location: CacheLocation | None = None
         if store is None:
             location = default_cache_path(app_name, explicit=path)
@@ -207,6 +222,42 @@ class PersistedTokenCache(SyncedCache):
             self._pending_adds.clear()
             self._lazy_removals.clear()
         return existed
+
+    def reencrypt(
+        self, key: KeySource | bytes | str | None, *, context: str | bytes | None = None
+    ) -> None:
+        """Rewrite the cache under another key (``None``: in plaintext), in one locked write.
+
+        The cache is read with the current codec and written with the new one while the
+        store's lock is held, so no process can write in between; from then on this
+        instance reads and writes with the new key. Other processes need the new key to
+        read the cache (a :class:`~msal_persist.KeyringKey` or
+        :class:`~msal_persist.FileKey` is read again when a cache turns out to be sealed
+        under another key). The old key is not deleted.
+
+        Args:
+            key: The new key source, as for ``encryption``; ``None`` writes plaintext.
+            context: The new codec's context; by default the current one's.
+
+        Raises:
+            DecryptionError: The cache cannot be read with the current key.
+            KeyUnavailableError: The new key cannot be had.
+            LockTimeoutError: Another process held the lock past ``lock_timeout``.
+            CacheFileError: The store cannot be read or written.
+        """
+        old = self.codec
+        if context is None:
+            context = old.context if isinstance(old, EncryptedCodec) else b""
+        inner = old.inner if isinstance(old, EncryptedCodec) else old
+        new = inner if key is None else EncryptedCodec(key, context=context, inner=inner)
+        with self.transaction():
+            self.codec = new
+            try:
+                self.has_state_changed = True
+                self._commit_locked()
+            except BaseException:
+                self.codec = old
+                raise
 
     def remove_accounts(self, home_account_ids: Iterable[str]) -> dict[str, int]:
         """Remove every entry of these accounts, for every client id, in one write.

@@ -28,6 +28,10 @@ tell how many requests reached the token endpoint::
         assert authority.hits_by_grant == {"refresh_token": 1}
 
 The tokens prove nothing outside these tests: the signing key is public.
+
+For encrypted caches whose key lives in the OS keyring, :func:`secret_service` starts a
+private gnome-keyring Secret Service on a D-Bus session bus of its own, so that tests use
+the real keyring without touching the user's.
 """
 
 from __future__ import annotations
@@ -46,6 +50,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 import msal
 
+from ._secret_service import SecretServiceError, secret_service
+
 __all__ = [
     "DEFAULT_CLIENT_ID",
     "DEFAULT_CLIENT_SECRET",
@@ -56,6 +62,8 @@ __all__ = [
     "LocalAuthority",
     "LocalHTTPError",
     "LocalResponse",
+    "SecretServiceError",
+    "secret_service",
 ]
 
 DEFAULT_TENANT_ID: Final = "00000000-0000-4000-8000-00000000a11e"

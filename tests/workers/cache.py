@@ -7,6 +7,7 @@ stand-in authority, and prints one JSON line with what it observed.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 
@@ -14,11 +15,22 @@ from msal_persist import PersistedTokenCache
 from msal_persist.testing import DEFAULT_SCOPES, LocalAuthority
 from workers import main, wait_for_barrier
 
+ENCRYPTION_VAR = "MSAL_PERSIST_TEST_ENCRYPTION"
+
+
+def open_cache(path: str) -> PersistedTokenCache:
+    """The cache every command uses, encrypted when the environment says so.
+
+    ``$MSAL_PERSIST_TEST_ENCRYPTION`` may name a key source (``env:VARIABLE``,
+    ``keyring``...): tests_encryption/ reruns these same workers on an encrypted cache.
+    """
+    return PersistedTokenCache(path, encryption=os.environ.get(ENCRYPTION_VAR) or None)
+
 
 def refresher(cache: str, username: str, rounds: str, barrier: str, parties: str) -> None:
     """Sign ``username`` in, wait for everyone, force-refresh ``rounds`` times."""
     authority = LocalAuthority(username=username)
-    app = authority.public_client(token_cache=PersistedTokenCache(cache))
+    app = authority.public_client(token_cache=open_cache(cache))
     authority.sign_in(app, username)
     account = app.get_accounts(username=username)[0]
     wait_for_barrier(barrier, parties)
@@ -32,7 +44,7 @@ def refresher(cache: str, username: str, rounds: str, barrier: str, parties: str
 
 def threaded_refresher(cache: str, prefix: str, threads: str, rounds: str) -> None:
     """Several threads share one cache instance, each signing in and refreshing its own user."""
-    shared = PersistedTokenCache(cache)
+    shared = open_cache(cache)
     start = threading.Barrier(int(threads))
     results: dict[str, str] = {}
     errors: list[BaseException] = []
@@ -63,7 +75,7 @@ def threaded_refresher(cache: str, prefix: str, threads: str, rounds: str) -> No
 def silent(cache: str, username: str) -> None:
     """Get a token silently for ``username``; report where it came from and endpoint hits."""
     authority = LocalAuthority(username=username)
-    app = authority.public_client(token_cache=PersistedTokenCache(cache))
+    app = authority.public_client(token_cache=open_cache(cache))
     accounts = app.get_accounts(username=username)
     result = app.acquire_token_silent(DEFAULT_SCOPES, accounts[0]) if accounts else None
     print(
@@ -81,7 +93,7 @@ def silent(cache: str, username: str) -> None:
 def client_credentials(cache: str) -> None:
     """Acquire an app token with the client credentials grant; report endpoint hits."""
     authority = LocalAuthority()
-    app = authority.confidential_client(token_cache=PersistedTokenCache(cache))
+    app = authority.confidential_client(token_cache=open_cache(cache))
     result = app.acquire_token_for_client(["https://graph.microsoft.com/.default"])
     assert "access_token" in result, result
     print(
@@ -98,7 +110,7 @@ def client_credentials(cache: str) -> None:
 def crash_writer(cache: str, prefix: str) -> None:
     """Sign users in one after another forever, announcing each completed write."""
     authority = LocalAuthority()
-    app = authority.public_client(token_cache=PersistedTokenCache(cache))
+    app = authority.public_client(token_cache=open_cache(cache))
     print("ready", flush=True)
     index = 0
     while True:
@@ -110,7 +122,7 @@ def crash_writer(cache: str, prefix: str) -> None:
 
 def hold_lock(cache: str) -> None:
     """Hold the cache's lock until stdin closes (or we are killed)."""
-    lock = PersistedTokenCache(cache).store.lock
+    lock = open_cache(cache).store.lock
     lock.acquire()
     print("ready", flush=True)
     sys.stdin.read()
@@ -119,12 +131,12 @@ def hold_lock(cache: str) -> None:
 
 def flush_at_exit_after_contention(cache: str) -> None:
     """Leave a token for the exit flush after the lock was contended once (see test_hostile)."""
-    persisted = PersistedTokenCache(cache)
+    persisted = open_cache(cache)
     authority = LocalAuthority()
     app = authority.public_client(token_cache=persisted)
     authority.sign_in(app)
     # Contend for the lock once, so that the lock's inotify watch exists before exit.
-    holder = PersistedTokenCache(cache).store.lock
+    holder = open_cache(cache).store.lock
     holder.acquire()
     threading.Timer(0.2, holder.release).start()
     with persisted.transaction():

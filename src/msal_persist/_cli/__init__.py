@@ -10,6 +10,8 @@ Commands, one module each over :mod:`._base` (exit statuses, errors, output, arg
 - ``doctor`` (:mod:`._doctor`): check the location, permissions, content and lock of a cache.
 - ``clear`` and ``remove`` (:mod:`._change`): delete every token, or one account's entries,
   through the cache's own transaction: under the cross-process lock, in one write.
+- ``rotate-key`` and ``new-key`` (:mod:`._keys`): re-encrypt a cache under another key,
+  and make a key; every command that reads a cache takes ``--key`` for an encrypted one.
 
 Every rule is the library's. ``path``, ``show`` and ``doctor`` only read, through the
 library's lock-free read (:mod:`._read`): they take no lock and never change a byte, not
@@ -34,7 +36,7 @@ import msal
 from msal_persist import __version__
 from msal_persist._errors import MsalPersistError
 
-from . import _change, _demo, _doctor, _show
+from . import _change, _demo, _doctor, _keys, _show
 from ._base import (
     PROG,
     CommandError,
@@ -100,6 +102,6 @@ def build_parser() -> argparse.ArgumentParser:
         command.set_defaults(handler=handler)
         return command
 
-    for module in (_demo, _show, _doctor, _change):
+    for module in (_demo, _show, _doctor, _change, _keys):
         module.add_commands(add)
     return parser

@@ -20,6 +20,8 @@ from typing import Final, Literal, Protocol
 from msal_persist._errors import (
     CacheFileError,
     CacheLocationError,
+    DecryptionError,
+    KeyUnavailableError,
     LockTimeoutError,
     MsalPersistError,
 )
@@ -40,6 +42,7 @@ __all__ = [
     "duration",
     "exit_status_epilog",
     "exit_status_table",
+    "key_spec",
     "plural",
     "quote",
     "report",
@@ -93,6 +96,11 @@ class ExitCode(enum.IntEnum):
     )
     LOCKED = 5, "another process held the lock past --lock-timeout"
     NO_ACCOUNT = 6, "remove found no such account"
+    NO_KEY = (
+        7,
+        "the cache is encrypted and cannot be opened",
+        "no --key, the wrong key, a changed file, or the key cannot be had (keyring)",
+    )
     INTERRUPTED = 130, "interrupted", "Ctrl-C"
 
     @property
@@ -153,6 +161,10 @@ def report(error: CommandError | MsalPersistError) -> ExitCode:
         code = ExitCode.UNREADABLE
     elif isinstance(error, CacheLocationError):
         subject, problem, code = error.path, error.reason, ExitCode.NO_CACHE
+    elif isinstance(error, DecryptionError):
+        subject, problem, code = error.path, f"cannot decrypt: {error.reason}", ExitCode.NO_KEY
+    elif isinstance(error, KeyUnavailableError):
+        subject, problem, code = error.source, error.reason, ExitCode.NO_KEY
     else:
         subject, problem, code = PROG, str(error), ExitCode.FAILED
     sys.stderr.write(f"{PROG}: error: {printable(subject)}: {printable(problem)}\n")
@@ -271,7 +283,7 @@ def add_app_option(parser: argparse.ArgumentParser) -> None:
 
 
 def add_path_argument(parser: argparse.ArgumentParser) -> None:
-    """Add the optional ``PATH`` of the cache file, and ``--app``."""
+    """Add the optional ``PATH`` of the cache file, ``--app`` and ``--key``."""
     parser.add_argument(
         "path",
         nargs="?",
@@ -279,6 +291,26 @@ def add_path_argument(parser: argparse.ArgumentParser) -> None:
         help=f"the cache file (default: ${ENV_VAR} or the default location, see `{PROG} path`)",
     )
     add_app_option(parser)
+    parser.add_argument(
+        "--key",
+        type=key_spec,
+        metavar="SOURCE",
+        help="the key of an encrypted cache, as the application gives it: keyring, "
+        "keyring:NAME, env:VARIABLE or file:PATH (needs msal-persist[encryption])",
+    )
+
+
+_KEY_KINDS: Final = ("keyring", "env", "file")
+
+
+def key_spec(text: str) -> str:
+    """An argument type: the text form of a key source (its shape only; never a key)."""
+    kind, colon, rest = text.partition(":")
+    if kind not in _KEY_KINDS or (kind != "keyring" and not rest) or (colon and not rest):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: use keyring, keyring:NAME, env:VARIABLE or file:PATH"
+        )
+    return text
 
 
 def add_change_options(parser: argparse.ArgumentParser) -> None:

@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from msal_persist._errors import CacheFileError, LockTimeoutError
+from msal_persist._errors import CacheFileError, DecryptionError, LockTimeoutError
 from msal_persist._file_store import FileStore
 from msal_persist._persistence import FilePersistence
 from msal_persist._schema import ACCOUNT_SECTIONS
@@ -36,9 +36,9 @@ from ._base import (
     say,
 )
 from ._inventory import ENTRY_NAMES, describe_accounts, inventory, matching_accounts
-from ._read import inspect, read, read_document
+from ._read import codec_from, inspect, read, read_document
 
-__all__ = ["add_commands"]
+__all__ = ["add_commands", "confirm"]
 
 
 def add_commands(add: AddCommand) -> None:
@@ -65,7 +65,7 @@ def add_commands(add: AddCommand) -> None:
     add_change_options(remove)
 
 
-def _confirm(question: str, *, assume_yes: bool, path: Path) -> bool:
+def confirm(question: str, *, assume_yes: bool, path: Path) -> bool:
     """Ask ``question`` on the terminal; without one, refuse unless ``--yes`` was given."""
     if assume_yes:
         return True
@@ -109,13 +109,18 @@ def _lock_errors(path: Path, store: FileStore) -> Iterator[None]:
 def _cmd_clear(args: argparse.Namespace) -> int:
     path = resolve(args.path, args.app).path
     inspect(path)
-    reading = read(path)
-    what = (
-        f"every token ({inventory(reading.decoded.state, time.time()).describe()})"
-        if reading.decoded is not None
-        else f"the file (it is not a valid token cache: {reading.problem})"
-    )
-    if not _confirm(f"Delete {what} in {path}?", assume_yes=args.yes, path=path):
+    try:
+        reading = read(path, codec_from(args.key))
+    except DecryptionError as error:
+        # Clearing needs no key: a cache whose key is lost can still be started over.
+        what = f"the file (encrypted with key {error.key_id}, not opened)"
+    else:
+        what = (
+            f"every token ({inventory(reading.decoded.state, time.time()).describe()})"
+            if reading.decoded is not None
+            else f"the file (it is not a valid token cache: {reading.problem})"
+        )
+    if not confirm(f"Delete {what} in {path}?", assume_yes=args.yes, path=path):
         return ExitCode.FAILED
     store = FileStore(path, lock_timeout=args.lock_timeout)
     with _lock_errors(path, store):
@@ -128,19 +133,20 @@ def _cmd_clear(args: argparse.Namespace) -> int:
 
 def _cmd_remove(args: argparse.Namespace) -> int:
     path = resolve(args.path, args.app).path
-    state = read_document(path).state
+    codec = codec_from(args.key)
+    state = read_document(path, codec).state
     matches = matching_accounts(state, args.account)
     if not matches:
         raise CommandError(
             ExitCode.NO_ACCOUNT, path, f"no account matches; `{PROG} show` lists them"
         )
     names = describe_accounts(state, matches)
-    if not _confirm(
+    if not confirm(
         f"Remove {names} and all its tokens from {path}?", assume_yes=args.yes, path=path
     ):
         return ExitCode.FAILED
     store = FileStore(path, lock_timeout=args.lock_timeout)
-    cache = PersistedTokenCache(store=store)
+    cache = PersistedTokenCache(store=store, codec=codec)
     copies = set(FilePersistence(path).set_aside_copies())
     with _lock_errors(path, store), cache.transaction():
         # Decide again on the newest content, as the cache reloaded it under the lock:

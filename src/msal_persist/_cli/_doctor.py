@@ -16,7 +16,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
-from msal_persist._errors import CacheLocationError
+from msal_persist._codec import Codec
+from msal_persist._envelope import is_envelope
+from msal_persist._errors import CacheLocationError, DecryptionError, KeyUnavailableError
 from msal_persist._file_store import FileStore
 from msal_persist._locations import ENV_VAR, CacheLocation, default_cache_path
 from msal_persist._persistence import FilePersistence
@@ -37,7 +39,7 @@ from ._base import (
 )
 from ._beside import check_leftovers, check_lock
 from ._inventory import inventory, left_out
-from ._read import describe_link, read, refuse_non_regular
+from ._read import codec_from, describe_link, read, refuse_non_regular
 
 __all__ = ["add_commands"]
 
@@ -61,7 +63,7 @@ def add_commands(add: AddCommand) -> None:
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
-    checks = list(_diagnose(args.path, args.app))
+    checks = list(_diagnose(args.path, args.app, args.key))
     for check in checks:
         say(*check.lines())
     counts = {status: sum(c.status == status for c in checks) for status in ("OK", "WARN", "FAIL")}
@@ -72,7 +74,7 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     return ExitCode.FAILED if counts["FAIL"] else ExitCode.OK
 
 
-def _diagnose(explicit: str | None, app: str) -> Iterator[Check]:
+def _diagnose(explicit: str | None, app: str, key: str | None) -> Iterator[Check]:
     try:
         location = default_cache_path(app, explicit=explicit)
     except CacheLocationError as error:
@@ -87,7 +89,12 @@ def _diagnose(explicit: str | None, app: str) -> Iterator[Check]:
     store = FileStore(path)
     yield _check_location(location)
     yield from _check_directory(path.parent)
-    file_checks, reading = _check_file(path)
+    try:
+        codec = codec_from(key)
+    except KeyUnavailableError as error:
+        codec = None
+        yield Check("FAIL", "encryption key", f"{error.source}: {error.reason}")
+    file_checks, reading = _check_file(path, codec, key)
     yield from file_checks
     if reading is not None:
         yield from _check_content(path, reading)
@@ -194,7 +201,9 @@ def _check_mode(name: str, path: Path, st: os.stat_result, expected: int) -> Che
     return Check("OK", name, f"mode {mode:04o}, {owner}")
 
 
-def _check_file(path: Path) -> tuple[list[Check], Reading | None]:
+def _check_file(
+    path: Path, codec: Codec | None, key: str | None
+) -> tuple[list[Check], Reading | None]:
     """Judge the cache file from one ``lstat``, then read it once (if it is a file)."""
     try:
         st = os.lstat(path)
@@ -214,11 +223,14 @@ def _check_file(path: Path) -> tuple[list[Check], Reading | None]:
         link = describe_link(path)
         detail = f"{path} (a symlink to {link.target}): {link.problem}"
         return [Check("FAIL", "file", detail, link.fix)], None
+    sealed: Check | None = None
     try:
         refuse_non_regular(path, st)  # a FIFO or a device is never opened
-        reading = read(path)
+        reading: Reading | None = read(path, codec)
     except CommandError as error:
         return [Check("FAIL", "file", f"{path}: {error.problem}", _file_fix(path, error))], None
+    except (DecryptionError, KeyUnavailableError) as error:
+        reading, sealed = None, _sealed(path, error, codec, key)
     age = duration(time.time() - st.st_mtime)
     if st.st_nlink > 1:
         found = Check(
@@ -242,7 +254,50 @@ def _check_file(path: Path) -> tuple[list[Check], Reading | None]:
         )
     else:
         mode = _check_mode("file permissions", path, st, 0o600)
-    return [found, mode], reading
+    if sealed is None and reading is not None:
+        sealed = _check_encryption(reading, codec)
+    return [found, mode, *([sealed] if sealed else [])], reading
+
+
+def _sealed(
+    path: Path, error: DecryptionError | KeyUnavailableError, codec: Codec | None, key: str | None
+) -> Check:
+    """Explain an encrypted cache this run could not open: which key, where it looked."""
+    give = f"{PROG} doctor {quote(path)} --key keyring|keyring:NAME|env:VARIABLE|file:PATH"
+    if isinstance(error, KeyUnavailableError):
+        return Check("FAIL", "encryption", f"{error.source}: {error.reason}")
+    lost = f"if that key is lost, so are the tokens: {PROG} clear {quote(path)}, then sign in"
+    if codec is None:
+        why = "no --key was given" if key is None else f"the key from {key} cannot be had"
+        return Check(
+            "FAIL",
+            "encryption",
+            f"encrypted (AES-256-GCM) with key {error.key_id}; {why}",
+            f"give the key the applications use: {give}",
+        )
+    return Check(
+        "FAIL",
+        "encryption",
+        f"cannot decrypt: {error.reason}",
+        f"give the key the applications use ({give}); {lost}",
+    )
+
+
+def _check_encryption(reading: Reading, codec: Codec | None) -> Check | None:
+    data = reading.snapshot.data or b""
+    key_id = getattr(codec, "key_id", None)
+    if is_envelope(data):
+        where = getattr(getattr(codec, "source", None), "description", "")
+        return Check("OK", "encryption", f"AES-256-GCM, key {key_id} from {where}")
+    if codec is not None:
+        return Check(
+            "WARN",
+            "encryption",
+            "not encrypted yet: the tokens are in plaintext until an application that "
+            "encrypts writes the cache",
+            f"to encrypt it now: {PROG} rotate-key --to keyring (or env:VARIABLE, file:PATH)",
+        )
+    return None
 
 
 def _file_fix(path: Path, error: CommandError) -> str:

@@ -14,14 +14,22 @@ import stat
 from pathlib import Path
 from typing import NamedTuple
 
-from msal_persist._codec import Decoded
+from msal_persist._codec import Codec, Decoded
 from msal_persist._errors import CacheFileError
 from msal_persist._file_store import FileStore
 from msal_persist._settle import Reading, read_settled
 
-from ._base import CommandError, ExitCode, quote
+from ._base import PROG, CommandError, ExitCode, quote
 
-__all__ = ["Link", "describe_link", "inspect", "read", "read_document", "refuse_non_regular"]
+__all__ = [
+    "Link",
+    "codec_from",
+    "describe_link",
+    "inspect",
+    "read",
+    "read_document",
+    "refuse_non_regular",
+]
 
 
 def inspect(path: Path) -> os.stat_result:
@@ -60,14 +68,35 @@ def refuse_non_regular(path: Path, st: os.stat_result) -> None:
         raise CommandError(ExitCode.NO_CACHE, path, "is not a regular file")
 
 
-def read(path: Path) -> Reading:
+def codec_from(spec: str | None) -> Codec | None:
+    """The encrypting codec for ``--key`` (``None``: msal's plain JSON).
+
+    Raises:
+        CommandError: The ``encryption`` extra is not installed (exit 2).
+        KeyUnavailableError: ``keyring`` finds no usable keyring.
+    """
+    if spec is None:
+        return None
+    try:
+        from msal_persist._encryption import EncryptedCodec  # noqa: PLC0415
+
+        return EncryptedCodec(spec)
+    except ImportError as error:
+        raise CommandError(ExitCode.USAGE, PROG, str(error)) from None
+
+
+def read(path: Path, codec: Codec | None = None) -> Reading:
     """Read and decode a regular file without the lock (see :func:`inspect` first).
 
     The bytes may not be a cache document: :attr:`Reading.decoded` is then ``None`` and
-    :attr:`Reading.problem` says why.
+    :attr:`Reading.problem` says why. ``codec`` opens an encrypted cache.
+
+    Raises:
+        DecryptionError: The cache is encrypted and ``codec`` cannot open it.
+        KeyUnavailableError: ``codec``'s key cannot be had.
     """
     try:
-        reading = read_settled(FileStore(path))
+        reading = read_settled(FileStore(path), codec)
     except CacheFileError as error:
         raise CommandError(ExitCode.UNREADABLE, path, f"cannot read: {error.reason}") from None
     if reading.snapshot.data is None:
@@ -75,10 +104,10 @@ def read(path: Path) -> Reading:
     return reading
 
 
-def read_document(path: Path) -> Decoded:
+def read_document(path: Path, codec: Codec | None = None) -> Decoded:
     """Read the cache at ``path``, which must be a cache document (else exit 3)."""
     inspect(path)
-    reading = read(path)
+    reading = read(path, codec)
     if reading.decoded is None:
         raise CommandError(ExitCode.NO_CACHE, path, f"not an msal token cache: {reading.problem}")
     return reading.decoded

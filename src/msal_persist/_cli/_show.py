@@ -24,7 +24,7 @@ from ._base import (
     size,
 )
 from ._inventory import ENTRY_NAMES, AccountView, inventory, left_out
-from ._read import read_document
+from ._read import codec_from, read_document
 
 __all__ = ["add_commands"]
 
@@ -79,7 +79,7 @@ def _cmd_path(args: argparse.Namespace) -> int:
 def _cmd_show(args: argparse.Namespace) -> int:
     path = resolve(args.path, args.app).path
     # What msal can use, as PersistedTokenCache hands it: bad entries are left out and told.
-    decoded = read_document(path)
+    decoded = read_document(path, codec_from(args.key))
     contents = inventory(decoded.state, time.time())
     if args.json:
         document = {
