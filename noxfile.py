@@ -110,8 +110,12 @@ def tests_oldest(session: nox.Session) -> None:
 
 @nox.session(python=OLDEST_PYTHON)
 def interop(session: nox.Session) -> None:
-    """Mixed processes with msal-extensions (both lock flavours) on portalocker 3.x."""
-    _install_tests(session, "msal-extensions>=1.3", "portalocker<4")
+    """Real peers on one file: msal-extensions (both lock flavours), azure-identity, Azure CLI.
+
+    Azure CLI (azure-cli-core pins portalocker 2) gets a virtual environment of its own,
+    which the tests build.
+    """
+    _install_tests(session, "msal-extensions>=1.3", "portalocker<4", "azure-identity>=1.19")
     session.run("python", "-m", "pytest", "tests_interop", *session.posargs)
 
 

@@ -14,8 +14,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from msal_persist import PersistedTokenCache
 from msal_persist.testing import (
+    AZURE_CLI_CLIENT_ID,
+    AZURE_POWERSHELL_CLIENT_ID,
     DEFAULT_CLIENT_ID,
+    DEFAULT_FAMILY_CLIENT_IDS,
     DEFAULT_SCOPES,
     DEFAULT_TENANT_ID,
     DEFAULT_USERNAME,
@@ -456,3 +460,49 @@ def test_get_accounts_on_an_empty_cache_is_answered(authority):
     """The instance discovery msal makes when it finds no account is answered."""
     assert authority.public_client().get_accounts() == []
     assert authority.token_endpoint_hits == 0
+
+
+# -- the family of client ids (FOCI) -------------------------------------------------------
+
+
+def test_family_clients_get_family_refresh_tokens_and_share_the_sign_in(cache_path):
+    """A sign-in by one family app serves another through the cache, as Entra ID does."""
+    authority = LocalAuthority(username="ada@example.test")
+    cli = authority.public_client(PersistedTokenCache(cache_path), client_id=AZURE_CLI_CLIENT_ID)
+    result = authority.sign_in(cli)
+    assert result["foci"] == "1"
+    document = json.loads(cache_path.read_bytes())
+    (refresh_token,) = document["RefreshToken"].values()
+    assert refresh_token["family_id"] == "1"
+    assert document["AppMetadata"][next(iter(document["AppMetadata"]))]["family_id"] == "1"
+
+    authority.reset_counters()
+    powershell = authority.public_client(
+        PersistedTokenCache(cache_path), client_id=AZURE_POWERSHELL_CLIENT_ID
+    )
+    (account,) = powershell.get_accounts()
+    token = powershell.acquire_token_silent(DEFAULT_SCOPES, account)
+    assert token is not None
+    assert token["token_source"] == "identity_provider"
+    assert authority.hits_by_grant == {"refresh_token": 1}  # the family token, redeemed
+    assert token["foci"] == "1"
+
+
+def test_a_client_outside_the_family_cannot_redeem_a_family_token(cache_path):
+    authority = LocalAuthority(username="ada@example.test")
+    cli = authority.public_client(PersistedTokenCache(cache_path), client_id=AZURE_CLI_CLIENT_ID)
+    authority.sign_in(cli)
+    authority.reset_counters()
+    outsider = authority.public_client(PersistedTokenCache(cache_path))
+    (account,) = outsider.get_accounts()
+    assert outsider.acquire_token_silent(DEFAULT_SCOPES, account) is None
+    assert authority.hits_by_grant == {"refresh_token": 1}  # tried once, refused
+
+
+def test_the_family_is_configurable():
+    assert LocalAuthority().family_client_ids == DEFAULT_FAMILY_CLIENT_IDS
+    authority = LocalAuthority(family_client_ids=[DEFAULT_CLIENT_ID])
+    result = authority.sign_in(authority.public_client())
+    assert result["foci"] == "1"
+    default = LocalAuthority()
+    assert "foci" not in default.sign_in(default.public_client())  # not a family app

@@ -44,17 +44,21 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
-from typing import Any, Final
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qsl, urlsplit
 
 import msal
 
-from ._secret_service import SecretServiceError, secret_service
+if TYPE_CHECKING:
+    from ._secret_service import SecretServiceError, secret_service
 
 __all__ = [
+    "AZURE_CLI_CLIENT_ID",
+    "AZURE_POWERSHELL_CLIENT_ID",
     "DEFAULT_CLIENT_ID",
     "DEFAULT_CLIENT_SECRET",
+    "DEFAULT_FAMILY_CLIENT_IDS",
     "DEFAULT_SCOPES",
     "DEFAULT_TENANT_ID",
     "DEFAULT_USERNAME",
@@ -66,11 +70,37 @@ __all__ = [
     "secret_service",
 ]
 
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use: this module must load on its own, from its file, in processes
+    # that must not import msal_persist (the msal-extensions peers of tests_interop/).
+    if name in {"SecretServiceError", "secret_service"}:
+        from . import _secret_service  # noqa: PLC0415
+
+        return getattr(_secret_service, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 DEFAULT_TENANT_ID: Final = "00000000-0000-4000-8000-00000000a11e"
 """The tenant GUID a :class:`LocalAuthority` serves unless told otherwise."""
 
 DEFAULT_CLIENT_ID: Final = "00000000-0000-4000-8000-0000000c11e7"
 """The application (client) id the convenience constructors use by default."""
+
+AZURE_CLI_CLIENT_ID: Final = "04b07795-8ddb-461a-bbee-02f9e1bf7b46"
+"""Azure CLI's public client id, which azure-identity's developer credentials use too."""
+
+AZURE_POWERSHELL_CLIENT_ID: Final = "1950a258-227b-4e31-a9cf-717495945fc2"
+"""Azure PowerShell's public client id."""
+
+DEFAULT_FAMILY_CLIENT_IDS: Final = frozenset({AZURE_CLI_CLIENT_ID, AZURE_POWERSHELL_CLIENT_ID})
+"""The client ids a :class:`LocalAuthority` treats as one family (FOCI) unless told otherwise.
+
+Entra ID issues *family* refresh tokens to Microsoft's first-party apps of the "family of
+client ids" (Azure CLI, Azure PowerShell, Visual Studio, ...): any app of the family can
+redeem one, and msal shares sign-ins across them through the cache. Tools that trust only
+family refresh tokens, such as azure-identity's ``SharedTokenCacheCredential``, need them.
+"""
 
 DEFAULT_CLIENT_SECRET: Final = "local-authority-client-secret"  # noqa: S105 - a test fixture
 """The client secret :meth:`LocalAuthority.confidential_client` uses by default."""
@@ -94,6 +124,7 @@ _WORLDWIDE_ALIASES: Final = (
     "login.microsoft.com",
     "sts.windows.net",
 )
+_MULTI_TENANT: Final = ("organizations", "common")
 _DEVICE_LOGIN_URI: Final = "https://microsoft.com/devicelogin"
 _KEY: Final = b"msal-persist LocalAuthority"
 # Public on purpose: the signature only tells tokens this module issued from garbage.
@@ -195,6 +226,10 @@ class LocalAuthority:
         access_token_lifetime: ``expires_in`` of new access tokens, in seconds. msal
             treats an access token with less than 5 minutes left as expired, so any
             value below 300 makes the next silent call refresh.
+        family_client_ids: The client ids of the family (FOCI): their token responses
+            carry ``"foci": "1"``, and a refresh token issued to one of them is accepted
+            from any other, as Entra ID does. Any other client that presents a family
+            refresh token is refused with ``invalid_grant``.
     """
 
     def __init__(
@@ -203,6 +238,7 @@ class LocalAuthority:
         tenant_id: str = DEFAULT_TENANT_ID,
         username: str = DEFAULT_USERNAME,
         access_token_lifetime: int = 3600,
+        family_client_ids: Iterable[str] = DEFAULT_FAMILY_CLIENT_IDS,
     ) -> None:
         """Create a tenant.
 
@@ -211,10 +247,12 @@ class LocalAuthority:
                 other's tokens.
             username: The initial value of :attr:`username`.
             access_token_lifetime: The initial value of :attr:`access_token_lifetime`.
+            family_client_ids: The initial value of :attr:`family_client_ids`.
         """
         self._tenant_id = str(uuid.UUID(tenant_id))
         self.username = username
         self.access_token_lifetime = access_token_lifetime
+        self.family_client_ids = frozenset(family_client_ids)
         self._lock = threading.Lock()
         self._hits_by_grant: dict[str, int] = {}
         self._grants = {
@@ -318,7 +356,9 @@ class LocalAuthority:
         del params, kwargs
         form = _form(data)
         path = _path(url)
-        if path == f"/{self._tenant_id}/oauth2/v2.0/token":
+        # Like Entra ID, the multi-tenant endpoints issue tokens of the user's home tenant
+        # (azure-identity's shared-cache credential refreshes through /organizations).
+        if path in {f"/{tenant}/oauth2/v2.0/token" for tenant in (self._tenant_id, *_MULTI_TENANT)}:
             handle = self._token
         elif path == f"/{self._tenant_id}/oauth2/v2.0/devicecode":
             handle = self._device_authorization
@@ -520,7 +560,12 @@ class LocalAuthority:
 
     def _refresh_token_grant(self, form: Mapping[str, str]) -> dict[str, object]:
         grant = self._redeem(form, "refresh_token")
-        return self._user_tokens(form, grant.username, form.get("scope") or grant.scope)
+        # As Entra ID: a new refresh token and an id token come back whenever the original
+        # grant had offline_access and openid, even if this request asks for neither (as
+        # azure-identity's does).
+        return self._user_tokens(
+            form, grant.username, form.get("scope") or grant.scope, original_scope=grant.scope
+        )
 
     def _password_grant(self, form: Mapping[str, str]) -> dict[str, object]:
         _require(form, "client_id")
@@ -564,7 +609,9 @@ class LocalAuthority:
             raise _OAuthError(
                 "invalid_grant", f"The provided {kind} is malformed or was not issued here."
             )
-        if grant.client_id != client_id:
+        family = self.family_client_ids
+        shared = kind == "refresh_token" and {grant.client_id, client_id} <= family
+        if grant.client_id != client_id and not shared:
             raise _OAuthError("invalid_grant", f"The {kind} was issued to a different client.")
         if grant.expires_at <= time.time():
             error = "expired_token" if kind == "device_code" else "invalid_grant"
@@ -572,10 +619,16 @@ class LocalAuthority:
         return grant
 
     def _user_tokens(
-        self, form: Mapping[str, str], username: str, scope: str, nonce: str = ""
+        self,
+        form: Mapping[str, str],
+        username: str,
+        scope: str,
+        nonce: str = "",
+        original_scope: str = "",
     ) -> dict[str, object]:
         client_id = form["client_id"]
         requested = scope.split()
+        consented = {*requested, *original_scope.split()}
         granted = " ".join(s for s in requested if s != "offline_access")
         now = int(time.time())
         oid = self._object_id(username)
@@ -586,17 +639,19 @@ class LocalAuthority:
             "ext_expires_in": self.access_token_lifetime,
             "access_token": self._access_token(now, client_id, oid, {"scp": granted}),
         }
-        if "offline_access" in requested:
+        if "offline_access" in consented:
             refresh_token = _Grant(
                 kind="refresh_token",
                 tenant_id=self._tenant_id,
                 client_id=client_id,
                 username=username,
-                scope=scope,
+                scope=" ".join(dict.fromkeys([*requested, *original_scope.split()])),
                 expires_at=now + _REFRESH_TOKEN_LIFETIME,
             )
             response["refresh_token"] = _seal(dataclasses.asdict(refresh_token))
-        if "openid" in requested:
+            if client_id in self.family_client_ids:
+                response["foci"] = "1"  # msal stores it as the refresh token's family_id
+        if "openid" in consented:
             id_token: dict[str, object] = {
                 "aud": client_id,
                 "iss": f"https://{_HOST}/{self._tenant_id}/v2.0",
