@@ -74,6 +74,10 @@ def test_sigkill_during_encrypted_writes_leaves_the_last_completed_write(
         try:
             assert proc.stdout is not None
             assert proc.stdout.readline().strip() == "ready"
+            if not cache_path.exists():
+                # The first writer completes one write before it may die: from then on
+                # every one of the 30 kills leaves a file to decrypt, however slow the host.
+                completed.append(proc.stdout.readline().strip())
             time.sleep(rng.uniform(0.0, 0.05))
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=10)
@@ -86,8 +90,7 @@ def test_sigkill_during_encrypted_writes_leaves_the_last_completed_write(
             assert set(completed) <= on_disk
             assert len(on_disk - set(completed)) <= 1  # landed between rename and print
             completed = sorted(on_disk)
-    assert completed, "no writer got as far as one write in 30 runs"
-    assert decrypted >= KILLS - 1  # the first writer may die before its first write
+    assert decrypted == KILLS
 
     cache = PersistedTokenCache(cache_path, encryption=key_in_env, lock_timeout=10)
     authority = LocalAuthority()

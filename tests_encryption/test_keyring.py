@@ -94,16 +94,19 @@ def test_another_process_reads_the_cache_with_the_keyring_key(cache_path: Path, 
     assert {a["username"] for a in app.get_accounts()} == {"ada@example.test", "bob@example.test"}
 
 
-def test_the_key_is_fetched_once_per_process(cache_path: Path, name: str) -> None:
+def test_the_key_is_fetched_once_per_process(tmp_path: Path, name: str) -> None:
     backend = CountingBackend()
-    cache = PersistedTokenCache(cache_path, encryption=KeyringKey(name=name, backend=backend))
-    authority = LocalAuthority()
-    app = authority.public_client(token_cache=cache)
-    authority.sign_in(app)
-    account = app.get_accounts()[0]
-    for _ in range(10):
-        app.acquire_token_silent(DEFAULT_SCOPES, account, force_refresh=True)
-        app.acquire_token_silent(DEFAULT_SCOPES, account)
+    for index in range(3):  # three caches of one process, sharing one key
+        cache = PersistedTokenCache(
+            tmp_path / f"cache{index}.json", encryption=KeyringKey(name=name, backend=backend)
+        )
+        authority = LocalAuthority()
+        app = authority.public_client(token_cache=cache)
+        authority.sign_in(app)
+        account = app.get_accounts()[0]
+        for _ in range(5):
+            app.acquire_token_silent(DEFAULT_SCOPES, account, force_refresh=True)
+            app.acquire_token_silent(DEFAULT_SCOPES, account)
     # One read that found nothing, one after storing the new key: then never again.
     assert backend.reads == 2
 

@@ -194,7 +194,7 @@ class EncryptedCodec:
                 # Sealed under another key: the keyring item or the secret file may have
                 # been rotated since this process read it. Ask once per key id seen.
                 self._tried.add(wanted)
-                self._load(create=False)
+                self._load(create=False, again=True)
             if self._aead is None:
                 raise DecryptionError(
                     "",
@@ -213,8 +213,8 @@ class EncryptedCodec:
                 )
             return self._aead
 
-    def _load(self, *, create: bool) -> None:
-        key = self.source.fetch(create=create)
+    def _load(self, *, create: bool, again: bool = False) -> None:
+        key = self.source.fetch(create=create, again=again)
         if key is None:
             return
         self._aead = AESGCM(key)

@@ -74,10 +74,12 @@ class KeySource(Protocol):
         """Whether asking again may give another key (the keyring, a file)."""
         ...
 
-    def fetch(self, *, create: bool) -> bytes | None:
+    def fetch(self, *, create: bool, again: bool = False) -> bytes | None:
         """Return the key; ``None`` if the source has none yet and ``create`` is false.
 
         With ``create``, a source that can make a key (the keyring) makes and keeps one.
+        A source may remember a key for the life of the process; ``again`` asks it to look
+        once more (the cache turned out to be sealed under another key).
 
         Raises:
             KeyUnavailableError: The source cannot be used, or holds no valid key.
@@ -161,7 +163,7 @@ class RawKey(_Unpicklable):
         """No: it is this very key."""
         return False
 
-    def fetch(self, *, create: bool) -> bytes:  # noqa: ARG002 - the protocol's signature
+    def fetch(self, *, create: bool, again: bool = False) -> bytes:  # noqa: ARG002 - protocol
         """Return the key."""
         return self._key
 
@@ -195,7 +197,7 @@ class EnvironmentKey:
         """No: a process's environment does not change under it."""
         return False
 
-    def fetch(self, *, create: bool) -> bytes:  # noqa: ARG002 - the protocol's signature
+    def fetch(self, *, create: bool, again: bool = False) -> bytes:  # noqa: ARG002 - protocol
         """Read and check the key.
 
         Raises:
@@ -236,7 +238,7 @@ class FileKey:
         """Yes: a mounted secret is replaced when it is rotated."""
         return True
 
-    def fetch(self, *, create: bool) -> bytes:  # noqa: ARG002 - the protocol's signature
+    def fetch(self, *, create: bool, again: bool = False) -> bytes:  # noqa: ARG002 - protocol
         """Read and check the key.
 
         Raises:
@@ -318,8 +320,12 @@ class KeyringKey:
         """Yes: another process may have stored a key since."""
         return True
 
-    def fetch(self, *, create: bool) -> bytes | None:
+    def fetch(self, *, create: bool, again: bool = False) -> bytes | None:
         """Read the key; with ``create``, make and store one if there is none.
+
+        A key read (or made) once is remembered for the life of the process, by every
+        ``KeyringKey`` naming the same item of the same backend: the keyring is asked once
+        per process, not once per cache, unless ``again`` is true.
 
         The encrypting codec creates keys only while writing, that is inside the store's
         write section: two processes writing one cache for the first time cannot both
@@ -329,6 +335,17 @@ class KeyringKey:
             KeyUnavailableError: The keyring is locked or refuses, or its item holds no
                 32-byte key (it is never overwritten).
         """
+        item = (self._backend, self.service, self.name)
+        with _REMEMBERED_LOCK:
+            remembered = None if again else _REMEMBERED.get(item)
+            if remembered is not None:
+                return remembered
+            key = self._read_or_make(create=create)
+            if key is not None:
+                _REMEMBERED[item] = key
+            return key
+
+    def _read_or_make(self, *, create: bool) -> bytes | None:
         with self._created:
             text = self._call("read", self._backend.get_password, self.service, self.name)
             if text is None:
@@ -355,6 +372,11 @@ class KeyringKey:
                 f"the keyring refused to {what} the key ({type(error).__name__}{detail}); "
                 f"{_WAYS_OUT}",
             ) from None
+
+
+_REMEMBERED: dict[tuple[Any, str, str], bytes] = {}
+"""Keys read from a keyring in this process, by (backend, service, name); memory only."""
+_REMEMBERED_LOCK: Final = threading.Lock()
 
 
 def _backend_name(backend: object) -> str:
