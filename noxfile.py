@@ -31,6 +31,7 @@ nox.options.sessions = [
     "interop",
     "encryption",
     "examples",
+    "docs",
 ]
 
 PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
@@ -164,6 +165,20 @@ def examples(session: nox.Session) -> None:
         env = {"MSAL_PERSIST_CACHE": str(tmp / script.stem / "token_cache.json")}
         session.run("python", str(script), env=env)
         shutil.rmtree(tmp)
+
+
+@nox.session(python="3.12")
+def docs(session: nox.Session) -> None:
+    """Build the documentation site (warnings are errors) and run its examples."""
+    session.install("--group", "docs", "-e", ".")
+    build = Path(session.create_tmp()) / "docs"
+    shutil.rmtree(build, ignore_errors=True)
+    for builder in ("html", "doctest"):
+        session.run(
+            "sphinx-build", "-W", "--keep-going", "-q", "-b", builder,
+            "docs", str(build / builder),
+        )  # fmt: skip
+    session.log(f"site: {build / 'html' / 'index.html'}")
 
 
 @nox.session
