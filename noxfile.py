@@ -191,6 +191,11 @@ def demo(session: nox.Session) -> None:
 @nox.session(python="3.11")
 def bench(session: nox.Session) -> None:
     """Benchmarks side by side with msal-extensions and the documented recipe."""
-    session.install(".[fast]" if "--fast" in session.posargs else ".", "msal-extensions")
+    _system_programs(session, {"dbus-daemon": "dbus", "gnome-keyring-daemon": "gnome-keyring"})
+    extras = "fast,encryption" if "--fast" in session.posargs else "encryption"
+    session.install(f".[{extras}]", "msal-extensions", "matplotlib")
     args = [a for a in session.posargs if a != "--fast"]
+    quick = ["--quick"] if "--quick" in args else []
     session.run("python", "benchmarks/run.py", *args, env={"PYTHONHASHSEED": "0"})
+    session.run("python", "benchmarks/charts.py")  # the figures the documentation shows
+    session.run("python", "benchmarks/encryption_bench.py", *quick, env={"PYTHONHASHSEED": "0"})
