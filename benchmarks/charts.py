@@ -24,6 +24,7 @@ import matplotlib as mpl
 
 mpl.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
+from matplotlib.ticker import NullFormatter
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_INPUT = HERE / "results" / "latest.json"
@@ -97,6 +98,7 @@ def refresh(results: dict[str, Any], output: Path) -> Path:
         values = [write[size][kind] * 1e3 for kind in ORDER]
         ax.barh([LABELS[k] for k in ORDER], values, color=[COLOURS[k] for k in ORDER])
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # decades only: minor labels collide
         ax.set_title(f"forced refresh, {title}")
         ax.set_xlabel("milliseconds (log)")
         ax.invert_yaxis()
