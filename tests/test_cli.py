@@ -236,7 +236,7 @@ def test_help_documents_every_exit_status(capsys, argv):
 
 
 def test_exit_statuses_are_documented_from_one_enum():
-    """ExitCode holds every status; the docstring's table and the README's sentence follow it."""
+    """ExitCode holds every status; the docstring's table and the CLI guide's sentence follow."""
     from msal_persist import _cli  # noqa: PLC0415
 
     assert {int(code) for code in _cli.ExitCode} == EXIT_CODES
@@ -245,9 +245,9 @@ def test_exit_statuses_are_documented_from_one_enum():
     table = _cli.__doc__.partition("===  ")[2].partition("\n")[2].partition("\n===  ")[0]
     rows = re.findall(r"^(\d+) +(.+(?:\n {5}.+)*)", table, re.MULTILINE)
     assert [(int(number), " ".join(text.split())) for number, text in rows] == expected
-    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
-    sentence = re.search(r"Exit status: (.+?)\. ", readme)
-    assert sentence is not None, "README.md has no 'Exit status: ...' sentence"
+    guide = (ROOT / "docs" / "guides" / "cli.md").read_text(encoding="utf-8")
+    sentence = re.search(r"Exit status: (.+?)\. ", " ".join(guide.split()))
+    assert sentence is not None, "docs/guides/cli.md has no 'Exit status: ...' sentence"
     said = [p.partition(" ") for p in sentence.group(1).replace("`", "").split("; ")]
     assert [(int(number), words) for number, _, words in said] == [
         (code.value, code.summary) for code in _cli.ExitCode

@@ -160,7 +160,7 @@ class RawKey(_Unpicklable):
 
     @property
     def reloadable(self) -> bool:
-        """No: it is this very key."""
+        """False, since it is this very key."""
         return False
 
     def fetch(self, *, create: bool, again: bool = False) -> bytes:  # noqa: ARG002 - protocol
@@ -194,7 +194,7 @@ class EnvironmentKey:
 
     @property
     def reloadable(self) -> bool:
-        """No: a process's environment does not change under it."""
+        """False, since a process's environment does not change under it."""
         return False
 
     def fetch(self, *, create: bool, again: bool = False) -> bytes:  # noqa: ARG002 - protocol
@@ -235,7 +235,7 @@ class FileKey:
 
     @property
     def reloadable(self) -> bool:
-        """Yes: a mounted secret is replaced when it is rotated."""
+        """True, since a mounted secret is replaced when it is rotated."""
         return True
 
     def fetch(self, *, create: bool, again: bool = False) -> bytes:  # noqa: ARG002 - protocol
@@ -317,7 +317,7 @@ class KeyringKey:
 
     @property
     def reloadable(self) -> bool:
-        """Yes: another process may have stored a key since."""
+        """True, since another process may have stored a key since."""
         return True
 
     def fetch(self, *, create: bool, again: bool = False) -> bytes | None:

@@ -269,9 +269,10 @@ class PersistedTokenCache(SyncedCache):
         msal's ``remove_account()`` only removes what one application's client id can see,
         and calls ``modify()`` once per entry.
 
-        Inside a :meth:`transaction` the removal joins it and is written when it ends;
-        outside one, it is a transaction of its own. Either way other processes see the
-        accounts gone all at once, in one write (none when nothing matched).
+        Inside a :meth:`~msal_persist.PersistedTokenCache.transaction` the removal joins
+        it and is written when it ends; outside one, it is a transaction of its own. Either
+        way other processes see the accounts gone all at once, in one write (none when
+        nothing matched).
 
         Returns:
             How many entries went, per section, in the order above (zeros included).
