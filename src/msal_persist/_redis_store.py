@@ -208,7 +208,10 @@ class RedisStore:
     @property
     def local_copy(self) -> bool:
         """Whether cache hits are currently served without a round trip."""
-        return self._tracker is not None and self._tracker.stamp(self._key_bytes) is not None
+        if self._tracker is None:
+            return False
+        self._tracker.ensure_running()
+        return self._tracker.stamp(self._key_bytes) is not None
 
     # -- reads ----------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import select
+import socket
 import threading
 import time
 import weakref
@@ -133,6 +134,13 @@ class Tracker:
     def close(self) -> None:
         """Stop the reader thread and close the channel."""
         self._stop.set()
+        with self._mutex:
+            sock = getattr(self._connection, "_sock", None)
+            if sock is not None:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)  # wakes the reader from its poll
+                except OSError:
+                    pass
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=2 * self.heartbeat + 1)
