@@ -37,7 +37,7 @@ def _app(url_or_store, key="cache", authority=None, **options):
 
 def test_save_and_load_round_trip(url, admin):
     """What a transaction writes is the key's value, and a fresh store reads it back."""
-    authority, app, store = _app(url)
+    authority, app, _store = _app(url)
     authority.sign_in(app)
     document = json.loads(admin.get("cache"))
     assert len(document["RefreshToken"]) == 1
@@ -148,7 +148,7 @@ def test_b_sees_another_process_write_at_its_next_read(url):
 
 def test_a_lost_channel_never_serves_a_stale_copy(url, admin):
     """The tracking connection is killed: B makes round trips, sees A's write, then recovers."""
-    authority, a, b, app_a, app_b = _instances(url)
+    authority, _a, b, app_a, app_b = _instances(url)
     authority.sign_in(app_a)
     account_a, account_b = app_a.get_accounts()[0], app_b.get_accounts()[0]
     wait_until(lambda: b.local_copy, what="the invalidation channel")
@@ -178,7 +178,7 @@ def test_clear_elsewhere_empties_every_local_copy(url):
 
 def test_ttl_is_set_and_refreshed_on_write(url, admin):
     """ttl: the key expires that long after its last write; each write renews it."""
-    authority, app, store = _app(url, ttl=60)
+    authority, app, _store = _app(url, ttl=60)
     authority.sign_in(app)
     first = admin.pttl("cache")
     assert 55_000 < first <= 60_000

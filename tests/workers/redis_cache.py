@@ -24,7 +24,9 @@ def _store(url: str, key: str, username: str) -> RedisStore:
     return RedisStore(url, key)
 
 
-def refresher(url: str, key: str, username: str, rounds: str, barrier: str, parties: str) -> None:
+def refresher(  # noqa: PLR0917 - the command line's arguments, in order
+    url: str, key: str, username: str, rounds: str, barrier: str, parties: str
+) -> None:
     """Sign ``username`` in, wait for everyone, force-refresh ``rounds`` times."""
     authority = LocalAuthority(username=username)
     store = _store(url, key, username)
