@@ -29,6 +29,7 @@ nox.options.sessions = [
     "tests_fast",
     "tests_oldest",
     "interop",
+    "redis",
     "examples",
 ]
 
@@ -111,6 +112,14 @@ def interop(session: nox.Session) -> None:
     """Mixed processes with msal-extensions (both lock flavours) on portalocker 3.x."""
     _install_tests(session, "msal-extensions>=1.3", "portalocker<4")
     session.run("python", "-m", "pytest", "tests_interop", *session.posargs)
+
+
+@nox.session(python="3.12")
+def redis(session: nox.Session) -> None:
+    """The Redis store against a real redis-server (installed from Debian when missing)."""
+    _system_programs(session, {"redis-server": "redis-server"})
+    _install_tests(session, project=".[redis]")
+    session.run("python", "-m", "pytest", "tests_redis", *session.posargs)
 
 
 @nox.session

@@ -70,7 +70,9 @@ class RedisServer:
             "--daemonize", "no",
             "--logfile", str(self.directory / "redis.log"),
         ]  # fmt: skip
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         deadline = time.monotonic() + START_TIMEOUT
         client = self.admin()
         while True:
@@ -104,8 +106,6 @@ class RedisServer:
             self.process.send_signal(signal.SIGCONT)
             self.process.send_signal(signal.SIGKILL)
         self.process.wait(timeout=10)
-        if self.process.stderr is not None:
-            self.process.stderr.close()
         self.process = None
 
 

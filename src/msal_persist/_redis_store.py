@@ -191,6 +191,7 @@ class RedisStore:
             )
         }
         self._token: str | None = None
+        self._unsure: str | None = None  # a token the server may hold for us
         self._held: Snapshot | None = None
         self._held_by: int | None = None
         self.round_trips = 0
@@ -244,7 +245,10 @@ class RedisStore:
 
     def acquire(self) -> None:
         """Take the lock (a lease) and read the document with it, in one round trip."""
-        token = f"{uuid.uuid4().hex} {socket.gethostname()} {os.getpid()}"
+        # A call that failed may still have taken the lock (the server ran it after we gave
+        # up): asking with the same token takes it back at once instead of after its lease.
+        token = self._unsure or f"{uuid.uuid4().hex} {socket.gethostname()} {os.getpid()}"
+        self._unsure = token
         started = time.monotonic()
         delay = _WAIT_FIRST
         while True:
@@ -256,7 +260,7 @@ class RedisStore:
                 args=[token, int(self.lease * 1000)],
             )
             if taken:
-                self._token = token
+                self._token, self._unsure = token, None
                 self._held, self._held_by = Snapshot(value, stamp), threading.get_ident()
                 _LOG.debug("acquired the lock of %s", self._display_name)
                 return
@@ -284,7 +288,9 @@ class RedisStore:
                 "unlock", self._scripts["release"], keys=[self._keys.lock], args=[token]
             )
         except StoreUnavailableError as error:
-            # What was written is acknowledged; the lease frees the lock for the others.
+            # What was written is acknowledged; the lease frees the lock for the others, and
+            # our next acquire, with the same token, at once.
+            self._unsure = token
             _LOG.warning("could not release the lock of %s (%s)", self._display_name, error.reason)
             return
         if not released:
