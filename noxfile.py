@@ -163,3 +163,8 @@ def bench(session: nox.Session) -> None:
     session.install(".[fast]" if "--fast" in session.posargs else ".", "msal-extensions")
     args = [a for a in session.posargs if a != "--fast"]
     session.run("python", "benchmarks/run.py", *args, env={"PYTHONHASHSEED": "0"})
+    # The Redis store's rows: their own server, their own table (benchmarks/redis_bench.py).
+    _system_programs(session, {"redis-server": "redis-server"})
+    session.install(".[redis]")
+    quick = ["--quick"] if "--quick" in args else []
+    session.run("python", "benchmarks/redis_bench.py", *quick, env={"PYTHONHASHSEED": "0"})
