@@ -91,10 +91,14 @@ _REMOVE: Final = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
 return redis.call('DEL', KEYS[2])
 """
-# KEYS[1] lock; ARGV[1] token.
+# KEYS[1] lock, KEYS[2] handoff list; ARGV[1] token. One element in the list wakes one
+# waiter blocked on it at once; the others wake on their own short timeouts.
 _RELEASE: Final = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('RPUSH', KEYS[2], '1')
+redis.call('PEXPIRE', KEYS[2], 1000)
+return 1
 """
 # KEYS[1] lock, KEYS[2] data, KEYS[3] aside hash; ARGV[1] token ('' when not holding),
 # ARGV[2] field, ARGV[3] keep, ARGV[4] TTL (ms, 0: none), ARGV[5] bytes (absent: move the
@@ -273,9 +277,11 @@ class RedisStore:
                 )
             pause = delay * random.uniform(0.5, 1.5)  # noqa: S311 - jitter, not a secret
             if self.lock_timeout is not None:
-                pause = min(pause, max(0.0, self.lock_timeout - waited))
+                pause = min(pause, self.lock_timeout - waited)
             with interruptible():
-                time.sleep(pause)
+                # Woken at once by the holder's release (or after the pause, whichever is
+                # first): no fixed polling interval between a release and the next holder.
+                self._call("wait", self.client.blpop, [self._keys.handoff], max(pause, 0.001))
             delay = min(delay * 2, _WAIT_MAX)
 
     def release(self) -> None:
@@ -285,7 +291,10 @@ class RedisStore:
             return
         try:
             released = self._call(
-                "unlock", self._scripts["release"], keys=[self._keys.lock], args=[token]
+                "unlock",
+                self._scripts["release"],
+                keys=[self._keys.lock, self._keys.handoff],
+                args=[token],
             )
         except StoreUnavailableError as error:
             # What was written is acknowledged; the lease frees the lock for the others, and
@@ -456,19 +465,24 @@ def app_partition(client_id: str, tenant: str) -> str:
 
 
 class _Keys:
-    __slots__ = ("aside", "data", "lock")
+    __slots__ = ("aside", "data", "handoff", "lock")
 
-    def __init__(self, data: str, lock: str, aside: str) -> None:
-        self.data, self.lock, self.aside = data, lock, aside
+    def __init__(self, data: str, siblings: str) -> None:
+        self.data = data
+        self.lock, self.aside, self.handoff = (
+            f"{siblings}:lock",
+            f"{siblings}:corrupt",
+            f"{siblings}:handoff",
+        )
 
 
 def _sibling_keys(key: str) -> _Keys:
     opening = key.find("{")
     closing = key.find("}", opening + 1) if opening >= 0 else -1
     if closing > opening + 1:  # a hash tag: the siblings share it
-        return _Keys(key, f"{key}:lock", f"{key}:corrupt")
+        return _Keys(key, key)
     # No hash tag: the whole key decides the slot, and so does a tag made of it.
-    return _Keys(key, f"{{{key}}}:lock", f"{{{key}}}:corrupt")
+    return _Keys(key, f"{{{key}}}")
 
 
 def _client(client: str | redis.Redis, timeout: float) -> redis.Redis:
