@@ -139,8 +139,9 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session
 def examples(session: nox.Session) -> None:
-    """Run every script in examples/ against a private temporary cache."""
-    session.install("-e", ".")
+    """Run every script in examples/ against a private temporary cache (and Redis server)."""
+    _system_programs(session, {"redis-server": "redis-server"})
+    session.install("-e", ".[redis]")
     tmp = Path(session.create_tmp()) / "examples"
     shutil.rmtree(tmp, ignore_errors=True)
     for script in sorted((ROOT / "examples").glob("*.py")):
