@@ -8,6 +8,7 @@ import threading
 import time
 
 import pytest
+import redis
 
 from msal_persist import (
     LeaseExpiredError,
@@ -51,7 +52,7 @@ def test_server_killed_and_restarted_mid_run_loses_nothing_acknowledged(
     """SIGKILL while signing users in, restart: clients reconnect, every acknowledged user stays."""
     store = RedisStore(own_server.url, "k", timeout=0.5, lease=1)
     authority, app, _ = _app(store)
-    reader = RedisStore(own_server.url, "k", timeout=0.5)
+    reader = RedisStore(redis.Redis.from_url(own_server.url, socket_timeout=0.5), "k")
     _, reader_app, _ = _app(reader, authority)
     authority.sign_in(app, "first@example.test")
     wait_until(lambda: reader.local_copy, what="the reader's channel")

@@ -105,7 +105,9 @@ def test_without_local_copy_every_hit_reads_the_key(url):
 def _instances(url, key="shared"):
     authority = LocalAuthority()
     a = RedisStore(url, key)
-    b = RedisStore(url, key)  # another client, another channel: another machine's view
+    # Another client, so another connection pool and invalidation channel: another
+    # machine's view (stores made from one URL share a client in a process).
+    b = RedisStore(redis.Redis.from_url(url, socket_timeout=5), key)
     app_a = authority.public_client(token_cache=PersistedTokenCache(store=a))
     app_b = authority.public_client(token_cache=PersistedTokenCache(store=b))
     return authority, a, b, app_a, app_b
@@ -235,6 +237,14 @@ def test_partitions_one_key_per_user_and_app_in_one_slot(url, admin):
     assert home not in user_store.display_name  # a home account id never reaches a log
     plain = RedisStore(url, "plain")._keys
     assert key_slot(b"plain") == key_slot(plain.lock.encode()) == key_slot(plain.aside.encode())
+
+
+def test_stores_made_from_one_url_share_a_client_and_a_channel(url):
+    """A store per request from the same URL costs no new pool and no new channel."""
+    first, second = RedisStore(url, "one"), RedisStore(url, "one")
+    assert first.client is second.client
+    assert first._tracker is second._tracker
+    assert RedisStore(url, "other")._tracker is not first._tracker  # another prefix
 
 
 def test_display_name_hides_the_password():

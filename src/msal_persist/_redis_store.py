@@ -485,14 +485,25 @@ def _sibling_keys(key: str) -> _Keys:
     return _Keys(key, f"{{{key}}}")
 
 
+_URL_CLIENTS: dict[tuple[str, float], redis.Redis] = {}
+_URL_CLIENTS_LOCK: Final = threading.Lock()
+
+
 def _client(client: str | redis.Redis, timeout: float) -> redis.Redis:
     if isinstance(client, str):
-        return redis.Redis.from_url(
-            client,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
-        )
+        # One client per URL and process: a web app that makes a store per request then
+        # shares one connection pool and one invalidation channel instead of opening more.
+        with _URL_CLIENTS_LOCK:
+            made = _URL_CLIENTS.get((client, timeout))
+            if made is None:
+                made = redis.Redis.from_url(
+                    client,
+                    socket_timeout=timeout,
+                    socket_connect_timeout=timeout,
+                    retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+                )
+                _URL_CLIENTS[client, timeout] = made
+            return made
     pool = getattr(client, "connection_pool", None)
     kwargs = getattr(pool, "connection_kwargs", {})
     if kwargs.get("decode_responses"):
