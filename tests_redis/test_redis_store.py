@@ -64,6 +64,7 @@ def test_a_forced_refresh_costs_three_round_trips(url):
     authority, app, store = _app(url)
     authority.sign_in(app)
     account = app.get_accounts()[0]
+    wait_until(lambda: store.local_copy, what="the invalidation channel")
     app.acquire_token_silent(DEFAULT_SCOPES, account)
     before = store.round_trips
     for _ in range(5):

@@ -332,8 +332,7 @@ class RedisStore:
         # next read need not fetch back what we just wrote. If it comes later, that read
         # makes one round trip, nothing worse. No other writer can write while we hold the
         # lock, so nothing else can hide behind this stamp.
-        tracker.settle()
-        return tracker.stamp(self._key_bytes)
+        return tracker.settle(self._key_bytes)
 
     def make_durable(self) -> None:
         """Nothing to do here: durability is the server's (``appendfsync``, replicas)."""

@@ -14,11 +14,13 @@ a write it ran after the read sends an invalidation that changes the stamp. So "
 did not change" proves "no write since the bytes were read", as long as the channel was up
 the whole time, which the epoch proves.
 
-The stamp is read lock-free by the hot path, so pushes that reached this host but were not
-counted yet must not be missed: :meth:`Tracker.stamp` answers ``None`` (meaning: make the
-round trip) when the channel's socket has unread bytes, when the reader thread is counting
-(its mutex is taken), when the channel is down, or when the server has not answered a
-heartbeat for two heartbeat periods (a silent network cut ages the copy out).
+The stamp is read by the hot path (no lock of the glue's, no round trip), so pushes that
+reached this host but were not counted yet must not be missed: the reader thread counts
+them holding a mutex that :meth:`Tracker.stamp` takes too, and :meth:`Tracker.stamp`
+answers ``None`` (meaning: make the round trip) when the channel's socket has unread bytes
+(one non-blocking ``poll``), when the reader has been counting for more than a few
+milliseconds, when the channel is down, or when the server has not answered a heartbeat
+for two heartbeat periods (a silent network cut ages the copy out).
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ _LOG: Final = logging.getLogger("msal_persist")
 _CHANNEL: Final = b"__redis__:invalidate"
 _RECONNECT_FIRST: Final = 0.05
 _RECONNECT_MAX: Final = 1.0
+_HOT_WAIT: Final = 0.01
+"""How long a read waits for the reader thread to finish counting pushes."""
 _READY_WAIT: Final = 2.0
 """How long the first read waits for a new channel to come up before going without it."""
 
@@ -87,49 +91,59 @@ class Tracker:
 
     def stamp(self, key: bytes) -> Hashable | None:
         """What a copy of ``key`` read from now on is valid for; ``None``: do not keep it."""
-        if not self._mutex.acquire(blocking=False):
-            return None  # the reader is counting pushes right now
+        # The reader holds the mutex for microseconds while it counts pushes; waiting that
+        # long is cheaper than the round trip that giving up would cost.
+        if not self._mutex.acquire(timeout=_HOT_WAIT):
+            return None
         try:
-            if (
-                not self._healthy
-                or time.monotonic() - self._last_heard > 2 * self.heartbeat
-                or self._poller.poll(0)
-            ):
-                return None
-            return (self._epoch, self._generations.setdefault(key, 0))
+            return self._stamp_locked(key)
         finally:
             self._mutex.release()
 
-    def settle(self) -> None:
-        """Count the pushes that reached this host already (after a write of our own)."""
+    def settle(self, key: bytes) -> Hashable | None:
+        """Count the pushes that reached this host already, then :meth:`stamp` ``key``.
+
+        Called after a write of our own: its push usually arrived with the reply, and
+        counting it now spares the next read a round trip to fetch what we just wrote.
+        """
         if not self._mutex.acquire(timeout=self.heartbeat):
-            return
+            return None
         try:
             if self._healthy:
                 self._drain_locked()
+            return self._stamp_locked(key)
         except (redis.RedisError, OSError):
             self._healthy = False  # the reader thread sees the error too and reconnects
+            return None
         finally:
             self._mutex.release()
+
+    def _stamp_locked(self, key: bytes) -> Hashable | None:
+        if (
+            not self._healthy
+            or time.monotonic() - self._last_heard > 2 * self.heartbeat
+            or self._poller.poll(0)
+        ):
+            return None
+        return (self._epoch, self._generations.setdefault(key, 0))
 
     # -- the channel ----------------------------------------------------------------------
 
     def ensure_running(self) -> None:
-        """Start the reader thread (again after a fork); the first call waits for it a bit."""
+        """Start the reader thread (again after a fork or a close); wait a little for it."""
         thread = self._thread
         if thread is not None and thread.is_alive():
             return
         with _TRACKERS_LOCK:
             if self._thread is not None and self._thread.is_alive():
                 return
-            first = self._thread is None
             self._stop.clear()
+            self._ready.clear()
             self._thread = threading.Thread(
                 target=self._run, name="msal-persist-redis-tracking", daemon=True
             )
             self._thread.start()
-        if first:
-            self._ready.wait(_READY_WAIT)
+        self._ready.wait(_READY_WAIT)
 
     def close(self) -> None:
         """Stop the reader thread and close the channel."""
