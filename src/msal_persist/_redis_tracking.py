@@ -17,10 +17,11 @@ the whole time, which the epoch proves.
 The stamp is read by the hot path (no lock of the glue's, no round trip), so pushes that
 reached this host but were not counted yet must not be missed: the reader thread counts
 them holding a mutex that :meth:`Tracker.stamp` takes too, and :meth:`Tracker.stamp`
-answers ``None`` (meaning: make the round trip) when the channel's socket has unread bytes
-(one non-blocking ``poll``), when the reader has been counting for more than a few
-milliseconds, when the channel is down, or when the server has not answered a heartbeat
-for two heartbeat periods (a silent network cut ages the copy out).
+first checks the channel's socket for unread bytes (one non-blocking ``poll``) and counts
+them itself if there are any. It answers ``None`` (meaning: make the round trip) when the
+reader has been counting for more than a few milliseconds, when the channel is down, or
+when the server has not answered a heartbeat for two heartbeat periods (a silent network
+cut ages the copy out).
 """
 
 from __future__ import annotations
@@ -101,30 +102,29 @@ class Tracker:
             self._mutex.release()
 
     def settle(self, key: bytes) -> Hashable | None:
-        """Count the pushes that reached this host already, then :meth:`stamp` ``key``.
+        """:meth:`stamp` ``key`` after a write of our own, waiting longer for the mutex.
 
-        Called after a write of our own: its push usually arrived with the reply, and
-        counting it now spares the next read a round trip to fetch what we just wrote.
+        The write's own push usually arrived with the reply; the stamp counts it, which
+        spares the next read a round trip to fetch what we just wrote.
         """
         if not self._mutex.acquire(timeout=self.heartbeat):
             return None
         try:
-            if self._healthy:
-                self._drain_locked()
             return self._stamp_locked(key)
-        except (redis.RedisError, OSError):
-            self._healthy = False  # the reader thread sees the error too and reconnects
-            return None
         finally:
             self._mutex.release()
 
     def _stamp_locked(self, key: bytes) -> Hashable | None:
-        if (
-            not self._healthy
-            or time.monotonic() - self._last_heard > 2 * self.heartbeat
-            or self._poller.poll(0)
-        ):
+        if not self._healthy or time.monotonic() - self._last_heard > 2 * self.heartbeat:
             return None
+        if self._poller.poll(0):
+            # Pushes arrived that the reader thread has not counted yet: count them now
+            # (we hold its mutex), so that the stamp reflects every push on this host.
+            try:
+                self._drain_locked()
+            except (redis.RedisError, OSError):
+                self._healthy = False  # the reader thread sees the error too and reconnects
+                return None
         return (self._epoch, self._generations.setdefault(key, 0))
 
     # -- the channel ----------------------------------------------------------------------
