@@ -10,6 +10,8 @@ import time
 import msal
 import pytest
 import redis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from redis.crc import key_slot
 
 from msal_persist import (
@@ -326,3 +328,22 @@ def test_msal_sees_the_same_document_as_a_plain_cache(url, admin):
     plain.deserialize(admin.get("cache").decode())
     other = authority.public_client(token_cache=plain)
     assert [a["username"] for a in other.get_accounts()] == [authority.username]
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(documents=st.lists(st.binary(max_size=2048), min_size=1, max_size=4))
+def test_what_is_saved_is_what_every_reader_loads(url, documents):
+    """Any bytes saved under the lock are what a fresh store and the writer itself load."""
+    writer = RedisStore(url, "round-trip")
+    reader = RedisStore(redis.Redis.from_url(url, socket_timeout=5), "round-trip")
+    for data in documents:
+        writer.acquire()
+        try:
+            assert writer.load().data == (reader.load().data)
+            writer.save(data)
+        finally:
+            writer.release()
+        assert reader.load().data == data
+        assert writer.load().data == data
