@@ -347,3 +347,33 @@ def test_what_is_saved_is_what_every_reader_loads(url, documents):
             writer.release()
         assert reader.load().data == data
         assert writer.load().data == data
+
+
+def test_a_server_refusing_tracking_still_serves_fresh_reads(redis_server, url, admin, caplog):
+    """An ACL user without CLIENT: one warning, no local copy, every read still correct."""
+    admin.acl_setuser(
+        "no-tracking",
+        enabled=True,
+        passwords=["+pw"],
+        keys=["*"],
+        commands=["+@all", "-client", "-subscribe"],
+    )
+    try:
+        limited = f"redis://no-tracking:pw@127.0.0.1:{redis_server.port}/0"
+        with caplog.at_level(logging.WARNING, logger="msal_persist"):
+            authority, app, store = _app(limited, "acl")
+            authority.sign_in(app)
+            wait_until(lambda: "refused client tracking" in caplog.text, what="the warning")
+        assert ":pw@" not in caplog.text  # the URL's password never reaches a log line
+        assert not store.local_copy
+        account = app.get_accounts()[0]
+        other = RedisStore(url, "acl")
+        _, other_app, _ = _app(other, authority=authority)
+        new = other_app.acquire_token_silent(
+            DEFAULT_SCOPES, other_app.get_accounts()[0], force_refresh=True
+        )
+        assert (
+            app.acquire_token_silent(DEFAULT_SCOPES, account)["access_token"] == new["access_token"]
+        )
+    finally:
+        admin.acl_deluser("no-tracking")

@@ -38,6 +38,8 @@ from typing import Any, Final
 
 import redis
 
+from ._text import printable
+
 __all__ = ["Tracker", "tracker_for"]
 
 _LOG: Final = logging.getLogger("msal_persist")
@@ -85,6 +87,7 @@ class Tracker:
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._stop = threading.Event()
+        self._refused = False
         self.invalidations = 0
         """How many invalidated keys this channel counted (for tests and benchmarks)."""
 
@@ -167,6 +170,17 @@ class Tracker:
                 self._subscribe()
                 delay = _RECONNECT_FIRST
                 self._listen()
+            except redis.ResponseError as error:
+                # Refused, not lost (Redis < 6, an ACL user without CLIENT or SUBSCRIBE):
+                # every read then makes a round trip, which the user should hear about once.
+                if not self._refused:
+                    self._refused = True
+                    _LOG.warning(
+                        "the Redis server refused client tracking (%s): every token cache "
+                        "read makes a round trip",
+                        printable(str(error)),
+                    )
+                self._ready.set()
             except Exception as error:  # noqa: BLE001 - any failure means: reconnect
                 _LOG.debug("redis invalidation channel lost (%s); reconnecting", type(error))
                 self._ready.set()  # a first read waiting for the channel goes on without it
