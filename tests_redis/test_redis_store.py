@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import pickle
 import time
+import weakref
 
 import msal
 import pytest
@@ -377,3 +379,25 @@ def test_a_server_refusing_tracking_still_serves_fresh_reads(redis_server, url, 
         )
     finally:
         admin.acl_deluser("no-tracking")
+
+
+def test_a_channel_no_store_uses_closes_with_its_thread(url, admin):
+    """Channels of stores long gone close (their thread ends); the recent ones stay up."""
+    store = RedisStore(url, "gone-soon", heartbeat=0.2)
+    assert store.load().data is None
+    ref = weakref.ref(store)
+    wait_until(lambda: ref().local_copy, what="the invalidation channel")
+    thread = store._tracker._thread
+    assert thread is not None
+    assert thread.is_alive()
+    clients = len(admin.client_list(_type="pubsub"))
+    for index in range(40):  # newer stores push it out of the recently used channels
+        RedisStore(url, f"other-{index}")
+    del store
+    gc.collect()
+    thread.join(timeout=5)
+    assert not thread.is_alive()
+    wait_until(
+        lambda: len(admin.client_list(_type="pubsub")) == clients - 1,
+        what="the server to see the channel closed",
+    )

@@ -431,6 +431,7 @@ class RedisPartitions:
         self.client = _client(client, options.pop("timeout", DEFAULT_TIMEOUT))
         self.prefix: Final = prefix
         self._options = options
+        self._tracker: Tracker | None = None  # kept: every partition's store shares it
 
     def key(self, partition: str) -> str:
         """The key of ``partition``: ``<prefix>{<partition>}``."""
@@ -441,13 +442,15 @@ class RedisPartitions:
     def store(self, partition: str) -> RedisStore:
         """The store of any partition; its name is never shown whole (it may be personal)."""
         digest = hashlib.sha256(partition.encode()).hexdigest()[:12]
-        return RedisStore(
+        store = RedisStore(
             self.client,
             self.key(partition),
             _tracking_prefix=self.prefix,
             _shown_key=f"{self.prefix}{{sha256:{digest}...}}",
             **self._options,
         )
+        self._tracker = store._tracker  # noqa: SLF001 - its own module's store
+        return store
 
     def for_user(self, home_account_id: str) -> RedisStore:
         """The store of one signed-in user's tokens (keyed by their home account id)."""

@@ -26,6 +26,7 @@ cut ages the copy out).
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import select
@@ -57,6 +58,12 @@ _TRACKERS: weakref.WeakValueDictionary[tuple[int, bytes, float], Tracker] = (
 _TRACKERS_LOCK = threading.Lock()
 
 
+_RECENT: collections.OrderedDict[tuple[int, bytes, float], Tracker] = collections.OrderedDict()
+_KEEP_RECENT: Final = 32
+"""Channels kept open after their last store went, so that a store per request (the
+web-app pattern) finds its channel up; older unused ones close."""
+
+
 def tracker_for(pool: redis.ConnectionPool, prefix: bytes, heartbeat: float) -> Tracker:
     """The process's channel for keys under ``prefix`` on ``pool``'s server (shared)."""
     with _TRACKERS_LOCK:
@@ -65,6 +72,10 @@ def tracker_for(pool: redis.ConnectionPool, prefix: bytes, heartbeat: float) -> 
         if tracker is None or tracker.pool is not pool:
             tracker = Tracker(pool, prefix, heartbeat)
             _TRACKERS[key] = tracker
+        _RECENT[key] = tracker
+        _RECENT.move_to_end(key)
+        while len(_RECENT) > _KEEP_RECENT:
+            _RECENT.popitem(last=False)
         return tracker
 
 
@@ -79,6 +90,7 @@ class Tracker:
         self._mutex = threading.Lock()  # taken by the reader while it counts pushes
         self._connection: Any = None
         self._poller: Any = None  # the hot path's poll object (only used under _mutex)
+        self._reader_poller: Any = None  # the reader thread's
         self._epoch = 0
         self._healthy = False
         self._last_heard = 0.0
@@ -142,8 +154,10 @@ class Tracker:
                 return
             self._stop.clear()
             self._ready.clear()
+            # The thread holds the tracker weakly: once no store uses it, it goes away
+            # and the thread ends, closing the connection, within a heartbeat.
             self._thread = threading.Thread(
-                target=self._run, name="msal-persist-redis-tracking", daemon=True
+                target=_serve, args=(weakref.ref(self),), name="msal-persist-redis", daemon=True
             )
             self._thread.start()
         self._ready.wait(_READY_WAIT)
@@ -163,30 +177,21 @@ class Tracker:
             thread.join(timeout=2 * self.heartbeat + 1)
         self._drop()
 
-    def _run(self) -> None:
-        delay = _RECONNECT_FIRST
-        while not self._stop.is_set():
-            try:
-                self._subscribe()
-                delay = _RECONNECT_FIRST
-                self._listen()
-            except redis.ResponseError as error:
-                # Refused, not lost (Redis < 6, an ACL user without CLIENT or SUBSCRIBE):
-                # every read then makes a round trip, which the user should hear about once.
-                if not self._refused:
-                    self._refused = True
-                    _LOG.warning(
-                        "the Redis server refused client tracking (%s): every token cache "
-                        "read makes a round trip",
-                        printable(str(error)),
-                    )
-                self._ready.set()
-            except Exception as error:  # noqa: BLE001 - any failure means: reconnect
-                _LOG.debug("redis invalidation channel lost (%s); reconnecting", type(error))
-                self._ready.set()  # a first read waiting for the channel goes on without it
-            self._drop()
-            self._stop.wait(delay)
-            delay = min(delay * 2, _RECONNECT_MAX)
+    def _failed(self, error: Exception) -> None:
+        if isinstance(error, redis.ResponseError):
+            # Refused, not lost (Redis < 6, an ACL user without CLIENT or SUBSCRIBE): every
+            # read then makes a round trip, which the user should hear about once.
+            if not self._refused:
+                self._refused = True
+                _LOG.warning(
+                    "the Redis server refused client tracking (%s): every token cache read "
+                    "makes a round trip",
+                    printable(str(error)),
+                )
+        else:
+            _LOG.debug("redis invalidation channel lost (%s); reconnecting", type(error))
+        self._ready.set()  # a first read waiting for the channel goes on without it
+        self._drop()
 
     def _subscribe(self) -> None:
         kwargs = {
@@ -211,35 +216,35 @@ class Tracker:
         except BaseException:
             connection.disconnect()
             raise
-        poller = select.poll()
+        poller, reader_poller = select.poll(), select.poll()  # one per polling thread
         poller.register(connection._sock, select.POLLIN)  # noqa: SLF001
+        reader_poller.register(connection._sock, select.POLLIN)  # noqa: SLF001
         with self._mutex:
             self._connection, self._poller = connection, poller
+            self._reader_poller = reader_poller
             self._epoch += 1  # every copy validated on an earlier channel is now unproven
             self._last_heard, self._ping_sent = time.monotonic(), None
             self._healthy = True
         self._ready.set()
         _LOG.debug("redis invalidation channel up (epoch %d)", self._epoch)
 
-    def _listen(self) -> None:
-        connection = self._connection
-        poller = select.poll()  # the reader's own: one poll object must not poll twice at once
-        poller.register(connection._sock, select.POLLIN)  # noqa: SLF001
-        while not self._stop.is_set():
-            since = self._last_heard if self._ping_sent is None else self._ping_sent
-            wait = max(0.0, since + self.heartbeat - time.monotonic())
-            events = poller.poll(wait * 1000)
-            with self._mutex:
-                if not self._healthy:
-                    raise ConnectionError("the channel failed while a writer drained it")
-                if events:
-                    self._drain_locked()
-                now = time.monotonic()
-                if self._ping_sent is None and now - self._last_heard >= self.heartbeat:
-                    connection.send_command("PING")
-                    self._ping_sent = now
-                elif self._ping_sent is not None and now - self._ping_sent >= self.heartbeat:
-                    raise TimeoutError("the server did not answer a heartbeat")
+    def _listen_once(self) -> None:
+        """Wait for pushes for at most one heartbeat; count them, or check the server."""
+        connection, poller = self._connection, self._reader_poller
+        since = self._last_heard if self._ping_sent is None else self._ping_sent
+        wait = max(0.0, since + self.heartbeat - time.monotonic())
+        events = poller.poll(wait * 1000)
+        with self._mutex:
+            if not self._healthy:
+                raise ConnectionError("the channel failed while a reader drained it")
+            if events:
+                self._drain_locked()
+            now = time.monotonic()
+            if self._ping_sent is None and now - self._last_heard >= self.heartbeat:
+                connection.send_command("PING")
+                self._ping_sent = now
+            elif self._ping_sent is not None and now - self._ping_sent >= self.heartbeat:
+                raise TimeoutError("the server did not answer a heartbeat")
 
     def _drain_locked(self) -> None:
         connection = self._connection
@@ -271,6 +276,14 @@ class Tracker:
         if connection is not None:
             connection.disconnect()
 
+    def __del__(self) -> None:
+        connection = getattr(self, "_connection", None)
+        if connection is not None:
+            try:
+                connection.disconnect()
+            except Exception:  # noqa: BLE001, S110 - nothing to tell anyone at collection time
+                pass
+
     def _forget_after_fork(self) -> None:
         # The reader thread does not exist in a child; the socket is the parent's.
         self._mutex = threading.Lock()
@@ -278,6 +291,28 @@ class Tracker:
         self._connection = self._poller = None
         self._thread = None
         self._ready = threading.Event()
+
+
+def _serve(ref: weakref.ref[Tracker]) -> None:
+    """The reader thread: keep ``ref``'s channel up while the tracker lives and runs."""
+    delay = _RECONNECT_FIRST
+    while True:
+        tracker = ref()
+        if tracker is None or tracker._stop.is_set():  # noqa: SLF001 - its own thread
+            return
+        try:
+            if tracker._connection is None:  # noqa: SLF001
+                tracker._subscribe()  # noqa: SLF001
+                delay = _RECONNECT_FIRST
+            tracker._listen_once()  # noqa: SLF001
+        except Exception as error:  # noqa: BLE001 - any failure means: reconnect
+            tracker._failed(error)  # noqa: SLF001
+            stop = tracker._stop  # noqa: SLF001
+            del tracker  # hold no reference while waiting
+            stop.wait(delay)
+            delay = min(delay * 2, _RECONNECT_MAX)
+        else:
+            del tracker
 
 
 def _after_fork_in_child() -> None:
