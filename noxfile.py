@@ -30,6 +30,7 @@ nox.options.sessions = [
     "tests_oldest",
     "interop",
     "encryption",
+    "redis",
     "examples",
     "docs",
 ]
@@ -139,6 +140,14 @@ def encryption(session: nox.Session) -> None:
     )
 
 
+@nox.session(python="3.12")
+def redis(session: nox.Session) -> None:
+    """The Redis store against a real redis-server (installed from Debian when missing)."""
+    _system_programs(session, {"redis-server": "redis-server"})
+    _install_tests(session, project=".[redis]")
+    session.run("python", "-m", "pytest", "tests_redis", *session.posargs)
+
+
 @nox.session
 def lint(session: nox.Session) -> None:
     """Check style and formatting with ruff."""
@@ -156,8 +165,9 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session
 def examples(session: nox.Session) -> None:
-    """Run every script in examples/ against a private temporary cache."""
-    session.install("-e", ".")
+    """Run every script in examples/ against a private temporary cache (and Redis server)."""
+    _system_programs(session, {"redis-server": "redis-server"})
+    session.install("-e", ".[redis]")
     tmp = Path(session.create_tmp()) / "examples"
     shutil.rmtree(tmp, ignore_errors=True)
     for script in sorted((ROOT / "examples").glob("*.py")):
@@ -199,3 +209,7 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/run.py", *args, env={"PYTHONHASHSEED": "0"})
     session.run("python", "benchmarks/charts.py")  # the figures the documentation shows
     session.run("python", "benchmarks/encryption_bench.py", *quick, env={"PYTHONHASHSEED": "0"})
+    # The Redis store's rows: their own server, their own table (benchmarks/redis_bench.py).
+    _system_programs(session, {"redis-server": "redis-server"})
+    session.install(".[redis]")
+    session.run("python", "benchmarks/redis_bench.py", *quick, env={"PYTHONHASHSEED": "0"})

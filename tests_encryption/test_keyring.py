@@ -13,9 +13,9 @@ from typing import Any
 import keyring
 import pytest
 import secretstorage
-from conftest import start_secret_service
 from jeepney.io.blocking import open_dbus_connection
 
+from conftest import start_secret_service
 from msal_persist import DecryptionError, KeyringKey, KeyUnavailableError, PersistedTokenCache
 from msal_persist._keys import key_id_of
 from msal_persist.testing import DEFAULT_SCOPES, LocalAuthority

@@ -11,6 +11,7 @@ change without notice.
 from __future__ import annotations
 
 from importlib.metadata import version
+from typing import TYPE_CHECKING, Any
 
 from ._codec import Codec, JsonCodec
 from ._encryption import EncryptedCodec
@@ -19,8 +20,10 @@ from ._errors import (
     CacheLocationError,
     DecryptionError,
     KeyUnavailableError,
+    LeaseExpiredError,
     LockTimeoutError,
     MsalPersistError,
+    StoreUnavailableError,
 )
 from ._file_store import FileStore
 from ._keys import EnvironmentKey, FileKey, KeyringKey, KeySource, RawKey
@@ -28,6 +31,9 @@ from ._locations import CacheLocation, default_cache_path
 from ._lock import CrossProcessLock
 from ._store import Store
 from ._token_cache import PersistedTokenCache
+
+if TYPE_CHECKING:
+    from ._redis_store import RedisPartitions, RedisStore
 
 __version__ = version("msal-persist")
 
@@ -46,11 +52,26 @@ __all__ = [
     "KeySource",
     "KeyUnavailableError",
     "KeyringKey",
+    "LeaseExpiredError",
     "LockTimeoutError",
     "MsalPersistError",
     "PersistedTokenCache",
     "RawKey",
+    "RedisPartitions",
+    "RedisStore",
     "Store",
+    "StoreUnavailableError",
     "__version__",
     "default_cache_path",
 ]
+
+_NEEDS_REDIS = frozenset({"RedisPartitions", "RedisStore"})
+
+
+def __getattr__(name: str) -> Any:
+    # The Redis store imports redis-py, an optional extra: only when it is asked for.
+    if name in _NEEDS_REDIS:
+        from . import _redis_store  # noqa: PLC0415
+
+        return getattr(_redis_store, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

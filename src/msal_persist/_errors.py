@@ -9,11 +9,13 @@ that existing ``except`` clauses already catch::
         ├── CacheFileError          (also OSError)
         ├── CacheLocationError      (also ValueError)
         ├── DecryptionError         (also ValueError)
-        └── KeyUnavailableError     (also RuntimeError)
+        ├── KeyUnavailableError     (also RuntimeError)
+        ├── StoreUnavailableError   (also ConnectionError)
+        └── LeaseExpiredError       (also TimeoutError)
 
-Messages name the file involved and never contain a token, an account name, a home
-account id or a byte of an encryption key. Context travels as attributes, and every error
-survives pickling (so it crosses ``multiprocessing`` boundaries intact).
+Messages name the file (or the store) involved and never contain a token, an account name,
+a home account id or a byte of an encryption key. Context travels as attributes, and every
+error survives pickling (so it crosses ``multiprocessing`` boundaries intact).
 """
 
 from __future__ import annotations
@@ -175,3 +177,57 @@ class KeyUnavailableError(MsalPersistError, RuntimeError):
     def __reduce__(self) -> tuple[type[KeyUnavailableError], tuple[str, str]]:
         """Rebuild from the attributes, not from the formatted message."""
         return (type(self), (self.source, self.reason))
+
+
+class StoreUnavailableError(MsalPersistError, ConnectionError):
+    """A store on a server (Redis) cannot be reached, or refused or timed out a command.
+
+    Nothing was written by the operation that failed. The store reconnects on the next call.
+
+    Attributes:
+        store: The store, as its ``display_name`` shows it (never a password).
+        operation: What was attempted, for example ``"read"`` or ``"write"``.
+        reason: Why it failed, in words.
+    """
+
+    def __init__(self, store: str, operation: str, reason: str) -> None:
+        """Describe a failed call to the store's server."""
+        super().__init__(f"cannot {operation} token cache {store}: {reason}")
+        self.store = store
+        self.operation = operation
+        self.reason = reason
+
+    def __str__(self) -> str:
+        """Return the message (ConnectionError would format its arguments instead)."""
+        return f"cannot {self.operation} token cache {self.store}: {self.reason}"
+
+    def __reduce__(self) -> tuple[type[StoreUnavailableError], tuple[str, str, str]]:
+        """Rebuild from the attributes, not from the formatted message."""
+        return (type(self), (self.store, self.operation, self.reason))
+
+
+class LeaseExpiredError(MsalPersistError, TimeoutError):
+    """The store's lock lease ran out before the write: the write was refused, not done.
+
+    A lock held on a server is a lease, so that a holder that died cannot block everyone;
+    once it expires another writer may hold the lock. The write is fenced: it succeeds only
+    while the lock is still ours, so nothing was written and no other writer's update is
+    lost. Retry the operation, or give the store a longer lease.
+
+    Attributes:
+        store: The store, as its ``display_name`` shows it.
+        lease: The lease, in seconds.
+    """
+
+    def __init__(self, store: str, lease: float) -> None:
+        """Describe a write refused because the lock's lease had expired."""
+        self.store = store
+        self.lease = lease
+        super().__init__(
+            f"lost the lock on {store}: its {lease:g} s lease expired before the write, "
+            "so nothing was written",
+        )
+
+    def __reduce__(self) -> tuple[type[LeaseExpiredError], tuple[str, float]]:
+        """Rebuild from the attributes, not from the formatted message."""
+        return (type(self), (self.store, self.lease))

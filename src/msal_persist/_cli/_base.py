@@ -24,6 +24,7 @@ from msal_persist._errors import (
     KeyUnavailableError,
     LockTimeoutError,
     MsalPersistError,
+    StoreUnavailableError,
 )
 from msal_persist._locations import DEFAULT_APP_NAME, ENV_VAR, CacheLocation, default_cache_path
 from msal_persist._lock import DEFAULT_LOCK_TIMEOUT
@@ -158,6 +159,9 @@ def report(error: CommandError | MsalPersistError) -> ExitCode:
         subject, problem, code = error.path, str(error), ExitCode.LOCKED
     elif isinstance(error, CacheFileError):
         subject, problem = error.path, f"cannot {error.operation}: {error.reason}"
+        code = ExitCode.UNREADABLE
+    elif isinstance(error, StoreUnavailableError):
+        subject, problem = error.store, f"cannot {error.operation}: {error.reason}"
         code = ExitCode.UNREADABLE
     elif isinstance(error, CacheLocationError):
         subject, problem, code = error.path, error.reason, ExitCode.NO_CACHE

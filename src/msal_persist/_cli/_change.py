@@ -24,6 +24,7 @@ from msal_persist._schema import ACCOUNT_SECTIONS
 from msal_persist._text import printable
 from msal_persist._token_cache import PersistedTokenCache
 
+from . import _redis
 from ._base import (
     PROG,
     AddCommand,
@@ -50,6 +51,7 @@ def add_commands(add: AddCommand) -> None:
         handler=_cmd_clear,
     )
     add_path_argument(clear)
+    _redis.add_redis_options(clear)
     add_change_options(clear)
     remove = add(
         "remove",
@@ -62,6 +64,7 @@ def add_commands(add: AddCommand) -> None:
     )
     remove.add_argument("account", metavar="ACCOUNT", help="username or home account id")
     add_path_argument(remove)
+    _redis.add_redis_options(remove)
     add_change_options(remove)
 
 
@@ -107,6 +110,8 @@ def _lock_errors(path: Path, store: FileStore) -> Iterator[None]:
 
 
 def _cmd_clear(args: argparse.Namespace) -> int:
+    if _redis.requested(args):
+        return _redis.clear(args, confirm)
     path = resolve(args.path, args.app).path
     inspect(path)
     try:
@@ -132,6 +137,8 @@ def _cmd_clear(args: argparse.Namespace) -> int:
 
 
 def _cmd_remove(args: argparse.Namespace) -> int:
+    if _redis.requested(args):
+        return _redis.remove(args, confirm)
     path = resolve(args.path, args.app).path
     codec = codec_from(args.key)
     state = read_document(path, codec).state

@@ -24,6 +24,7 @@ from msal_persist._locations import ENV_VAR, CacheLocation, default_cache_path
 from msal_persist._persistence import FilePersistence
 from msal_persist._settle import Reading
 
+from . import _redis
 from ._base import (
     PROG,
     AddCommand,
@@ -60,10 +61,12 @@ def add_commands(add: AddCommand) -> None:
         handler=_cmd_doctor,
     )
     add_path_argument(doctor)
+    _redis.add_redis_options(doctor)
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
-    checks = list(_diagnose(args.path, args.app, args.key))
+    redis = _redis.requested(args)
+    checks = list(_redis.diagnose(args) if redis else _diagnose(args.path, args.app, args.key))
     for check in checks:
         say(*check.lines())
     counts = {status: sum(c.status == status for c in checks) for status in ("OK", "WARN", "FAIL")}

@@ -12,6 +12,7 @@ from typing import Any, Final
 from msal_persist._locations import ENV_VAR
 from msal_persist._schema import ACCESS_TOKEN, ID_TOKEN
 
+from . import _redis
 from ._base import (
     AddCommand,
     ExitCode,
@@ -54,6 +55,7 @@ def add_commands(add: AddCommand) -> None:
         handler=_cmd_show,
     )
     add_path_argument(show)
+    _redis.add_redis_options(show)
     show.add_argument("--json", action="store_true", help="print JSON instead of text")
 
 
@@ -77,13 +79,16 @@ def _cmd_path(args: argparse.Namespace) -> int:
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
-    path = resolve(args.path, args.app).path
     # What msal can use, as PersistedTokenCache hands it: bad entries are left out and told.
-    decoded = read_document(path, codec_from(args.key))
+    if _redis.requested(args):
+        path, decoded = _redis.read(args)
+    else:
+        location = resolve(args.path, args.app).path
+        path, decoded = str(location), read_document(location, codec_from(args.key))
     contents = inventory(decoded.state, time.time())
     if args.json:
         document = {
-            "cache": str(path),
+            "cache": path,
             "accounts": [account.as_json() for account in contents.accounts],
             "apps": contents.apps,
             "other_sections": contents.other_sections,
