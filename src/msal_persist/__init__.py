@@ -17,6 +17,7 @@ from ._errors import CacheFileError, CacheLocationError, LockTimeoutError, MsalP
 from ._file_store import FileStore
 from ._locations import CacheLocation, default_cache_path
 from ._lock import CrossProcessLock
+from ._refresh import coordinate_refreshes
 from ._store import Store
 from ._token_cache import PersistedTokenCache
 
@@ -35,5 +36,6 @@ __all__ = [
     "PersistedTokenCache",
     "Store",
     "__version__",
+    "coordinate_refreshes",
     "default_cache_path",
 ]

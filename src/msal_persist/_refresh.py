@@ -1,0 +1,309 @@
+"""Coordinated refresh: one token request when many processes need the same refresh.
+
+Where msal lets us see a refresh coming. ``acquire_token_silent`` (public and confidential
+clients) and ``acquire_token_for_client`` both look the access token up with one
+``token_cache.search(AccessToken, target=scopes, query=...)`` generator: on a hit msal
+returns from inside the loop (the generator is closed), on a miss it asks past the last
+entry and then, and only then, goes to the authority (with a refresh token, or with the
+client's credentials). So the cache knows "a refresh is coming" at the moment msal asks
+past the last access token, before any request, and can still hand msal one more entry.
+
+What happens there (:meth:`RefreshCoordinator.take_turn`): the caller tries the store's
+:class:`~msal_persist._store.RefreshLease` for this token (a hash of client id, account,
+environment, realm and scopes). If it is free, the caller holds it and msal refreshes. If
+another process (or thread) holds it, that one is refreshing: the caller waits for the lease
+(bounded by ``refresh_timeout``), reloads the cache and searches again; msal takes the fresh
+access token from that second search and returns it with ``token_source`` ``"cache"``.
+
+Why an explicit call is needed. msal tells the cache when a refresh succeeded (it stores the
+answer) but never when one failed or raised: after an error it touches the cache no more
+(``acquire_token_for_client``) or only by accident of its alias loop. A lease taken inside
+``search`` alone could not be given back on failure until the waiters' timeout, and a
+waiter could not return the refresher's error instead of asking again. So the lease is held
+for the length of one msal call made through :func:`coordinate_refreshes`, which wraps
+``acquire_token_silent``, ``acquire_token_silent_with_error`` and
+``acquire_token_for_client`` of one application object; other calls are not coordinated.
+
+Failure policy. A refresher whose call returns an error from the authority leaves it as the
+lease's failure record before giving the lease back; those who were waiting for it return
+that error (``acquire_token_silent`` returns ``None``, as msal does for any error) without a
+request of their own, and so does every call that misses within ``FAILURE_BACKOFF`` seconds
+of the failure (processes that arrive a moment late would otherwise ask one after another).
+The first call after that asks the authority again. A refresher that
+raises (a network error, Ctrl-C) or is killed leaves no record: the next waiter refreshes
+itself. A refresher that hangs past ``refresh_timeout`` is left alone: each waiter then
+refreshes itself.
+
+Lock order: the lease first, then msal's ``_lock``, then the store's write section. A lease
+is never requested inside a transaction (the store's write section): coordination is then
+skipped, never risking a wait for a lease whose holder waits for our write section.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+import uuid
+import weakref
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+
+from ._signals import deferred_interrupts
+from ._store import RefreshLease, RefreshLeases
+
+__all__ = [
+    "DEFAULT_REFRESH_TIMEOUT",
+    "FAILURE_BACKOFF",
+    "RefreshCoordinator",
+    "SharedRefreshFailure",
+    "coordinate_refreshes",
+    "refresh_key",
+]
+
+_LOG: Final = logging.getLogger("msal_persist")
+
+DEFAULT_REFRESH_TIMEOUT: Final = 10.0
+"""Seconds a waiter waits for another process's refresh before refreshing itself."""
+FAILURE_BACKOFF: Final = 2.0
+"""Seconds after a failed refresh during which a miss returns its error without a request."""
+
+_KEY_LENGTH: Final = 24
+_WRAPPERS: weakref.WeakSet[Callable[..., Any]] = weakref.WeakSet()
+"""The functions coordinate_refreshes() put on applications, so it never wraps twice."""
+_COORDINATED: Final = (
+    "acquire_token_silent_with_error",
+    "acquire_token_for_client",
+)
+
+
+def refresh_key(query: Mapping[str, Any] | None, target: Any) -> str:
+    """Name the token msal is about to refresh: a hash of its access-token search.
+
+    The query holds client id, environment, realm, home account id (and key id or extended
+    cache key when msal uses them); the target holds the scopes. Only a hash reaches a file
+    name or a log line, never the home account id.
+    """
+    scopes = sorted(target) if isinstance(target, (list, tuple, set, frozenset)) else target
+    what = json.dumps([sorted((query or {}).items()), scopes], default=str)
+    return hashlib.sha256(what.encode()).hexdigest()[:_KEY_LENGTH]
+
+
+class SharedRefreshFailure(Exception):  # noqa: N818 - a signal through msal, never seen outside
+    """Raised through msal by a waiter whose refresher failed: carries that error."""
+
+    def __init__(self, result: dict[str, Any]) -> None:
+        """Carry the refresher's error response."""
+        super().__init__(result.get("error"))
+        self.result = result
+
+
+class _CallState(threading.local):
+    """What one thread's coordinated msal call holds."""
+
+    depth = 0
+    lease: RefreshLease | None = None
+    refreshing = False  # the lease's holder is asking the authority itself
+    seen: bytes | None = None  # the failure record before the wait
+
+
+class RefreshCoordinator:
+    """The per-cache state of coordinated refreshes (see the module docstring).
+
+    Args:
+        leases: The store's leases, or ``None`` when the store offers none (or coordination
+            is off): then nothing is coordinated.
+        timeout: Seconds a waiter waits for another refresher; ``None`` waits forever.
+        shown: How log lines name the cache.
+
+    Attributes:
+        failure_backoff: Seconds after a failed refresh during which a miss returns its
+            error at once (:data:`FAILURE_BACKOFF`).
+    """
+
+    def __init__(self, leases: RefreshLeases | None, timeout: float | None, shown: str) -> None:
+        """Describe the coordination; nothing is touched until a call misses."""
+        if timeout is not None and timeout < 0:
+            raise ValueError(f"refresh_timeout must be >= 0 or None, not {timeout!r}")
+        self.leases = leases
+        self.timeout = timeout
+        self._shown = shown
+        self._state = _CallState()
+        self.failure_backoff = FAILURE_BACKOFF
+
+    @property
+    def enabled(self) -> bool:
+        """Whether refreshes through this cache are coordinated at all."""
+        return self.leases is not None
+
+    def expecting(self) -> bool:
+        """Whether a miss now is the start of a refresh this thread should coordinate."""
+        state = self._state
+        return self.leases is not None and state.depth > 0 and state.lease is None
+
+    def run(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Make one msal call coordinated: give back its lease, leave its failure record."""
+        state = self._state
+        if state.depth or self.leases is None:
+            return call(*args, **kwargs)  # nested (msal calling itself): the outer call owns it
+        state.depth = 1
+        result: Any = None
+        try:
+            try:
+                result = call(*args, **kwargs)
+            except SharedRefreshFailure as failure:
+                return dict(failure.result)
+            return result
+        finally:
+            self._finish(result)
+
+    def _finish(self, result: Any) -> None:
+        state = self._state
+        with deferred_interrupts():
+            lease, refreshing = state.lease, state.refreshing
+            state.depth, state.lease, state.refreshing, state.seen = 0, None, False, None
+            if lease is None:
+                return
+            try:
+                if refreshing and isinstance(result, dict):
+                    lease.record_failure(_failure_record(result) if "error" in result else None)
+            except Exception as error:  # noqa: BLE001 - a lost hint must not lose the token
+                _LOG.warning("could not note a refresh outcome beside %s: %s", self._shown, error)
+            finally:
+                lease.release()
+
+    def take_turn(self, key: str) -> bool:
+        """On a miss: hold the lease and refresh, or wait for the one refreshing.
+
+        Returns:
+            ``True`` when another refresher held the lease and gave it back while we
+            waited: the caller should look for its token again (then call
+            :meth:`raise_if_failed`). ``False``: the caller refreshes itself (holding the
+            lease, or, past the timeout, without it).
+
+        Raises:
+            SharedRefreshFailure: A refresh of this token failed less than
+                ``failure_backoff`` seconds ago; carries its error.
+        """
+        assert self.leases is not None  # expecting() said so
+        state = self._state
+        lease = self.leases.refresh_lease(key)
+        seen = lease.failure()
+        recent = _parse_failure(seen, self.failure_backoff) if seen is not None else None
+        if recent is not None:
+            _LOG.debug("a refresh of token %s of %s just failed: backing off", key, self._shown)
+            raise SharedRefreshFailure(recent)
+        with deferred_interrupts():
+            if lease.acquire(0):
+                state.lease, state.refreshing = lease, True
+                _LOG.debug("refreshing token %s of %s", key, self._shown)
+                return False
+        _LOG.debug("waiting for another refresh of token %s of %s", key, self._shown)
+        with deferred_interrupts():
+            if lease.acquire(self.timeout):
+                state.lease, state.seen = lease, seen
+                return True
+        _LOG.warning(
+            "another process has been refreshing a token of %s for more than %s s; "
+            "refreshing it here too",
+            self._shown,
+            self.timeout,
+        )
+        return False
+
+    def raise_if_failed(self) -> None:
+        """After waiting, no fresh token: return the refresher's error, or refresh ourselves.
+
+        Raises:
+            SharedRefreshFailure: The refresher we waited for failed; carries its error.
+        """
+        state = self._state
+        lease = state.lease
+        assert lease is not None  # take_turn() returned True
+        record = lease.failure()
+        if record is not None and record != state.seen:
+            result = _parse_failure(record, None)
+            if result is not None:
+                _LOG.debug("the refresh this process waited for failed: %s", result.get("error"))
+                raise SharedRefreshFailure(result)
+        # The refresher was killed or raised: our turn, holding its lease.
+        state.refreshing = True
+
+
+def _failure_record(result: Mapping[str, Any]) -> bytes:
+    # An error response holds no token; a fresh id makes each failure a new record.
+    error = {k: v for k, v in result.items() if not k.startswith("_")}
+    record = {"id": uuid.uuid4().hex, "at": time.time(), "error": error}
+    return json.dumps(record, default=str).encode()
+
+
+def _parse_failure(record: bytes, within: float | None) -> dict[str, Any] | None:
+    """The error in ``record``; with ``within``, only if it is younger than that."""
+    try:
+        parsed = json.loads(record)
+        error, at = parsed["error"], float(parsed["at"])
+    except (ValueError, TypeError, KeyError):
+        return None
+    if not isinstance(error, dict) or "error" not in error:
+        return None
+    # Wall-clock times of one host (or of hosts kept in step, for a shared store): a clock
+    # that jumps only makes the back-off shorter or the record ignored.
+    if within is not None and not 0 <= time.time() - at < within:
+        return None
+    return error
+
+
+def coordinate_refreshes(app: Any) -> Any:
+    """Make ``app``'s silent token calls ask the authority once for many processes.
+
+    Wraps, on this application object, ``acquire_token_silent``,
+    ``acquire_token_silent_with_error`` and (on a confidential client)
+    ``acquire_token_for_client``, and returns the same object. When several processes (or
+    threads) sharing the cache need the same refresh at once, one asks the authority; the
+    others wait for it (up to ``refresh_timeout``) and return its token from the cache,
+    with ``token_source`` ``"cache"``. Cache hits are not affected. See
+    :mod:`~msal_persist._refresh` (and the README) for what waiters see when the refresher
+    fails, is killed or hangs.
+
+    Args:
+        app: An ``msal.PublicClientApplication`` or ``msal.ConfidentialClientApplication``
+            whose ``token_cache`` is a :class:`~msal_persist.PersistedTokenCache`.
+
+    Returns:
+        ``app`` itself.
+
+    Raises:
+        TypeError: ``app``'s token cache is not a ``PersistedTokenCache``.
+    """
+    coordinator = getattr(app.token_cache, "refresh_coordinator", None)
+    if not isinstance(coordinator, RefreshCoordinator):
+        raise TypeError("coordinate_refreshes() needs an app whose cache is a PersistedTokenCache")
+    for name in _COORDINATED:
+        call = getattr(app, name, None)
+        if call is None or call in _WRAPPERS:
+            continue  # a client without it, or wrapped already
+        setattr(app, name, _coordinated(coordinator, call))
+
+    silent_with_error = app.acquire_token_silent_with_error
+
+    def acquire_token_silent(*args: Any, **kwargs: Any) -> Any:
+        # msal's own rule: any error, like an empty cache, is None here.
+        result = silent_with_error(*args, **kwargs)
+        return result if result and "error" not in result else None
+
+    if app.acquire_token_silent not in _WRAPPERS:
+        _WRAPPERS.add(acquire_token_silent)
+        acquire_token_silent.__doc__ = type(app).acquire_token_silent.__doc__
+        app.acquire_token_silent = acquire_token_silent
+    return app
+
+
+def _coordinated(coordinator: RefreshCoordinator, call: Callable[..., Any]) -> Callable[..., Any]:
+    def coordinated(*args: Any, **kwargs: Any) -> Any:
+        return coordinator.run(call, *args, **kwargs)
+
+    coordinated.__doc__ = call.__doc__
+    _WRAPPERS.add(coordinated)
+    return coordinated
