@@ -361,3 +361,40 @@ def test_lease_key_is_checked(cache_path: Path) -> None:
     """A lease key that could escape the directory is refused."""
     with pytest.raises(ValueError, match="letters and digits"):
         FileStore(cache_path).refresh_lease("../x")
+
+
+@pytest.mark.skipif(
+    threading.current_thread() is not threading.main_thread(), reason="SIGINT needs main"
+)
+def test_ctrl_c_at_any_instant_of_a_coordinated_refresh_leaves_no_lease(cache_path: Path) -> None:
+    """A Ctrl-C anywhere in a coordinated refresh: no lease held after the next call, no file.
+
+    The refresh runs thousands of check points (its write included, which
+    test_interrupts.py covers exhaustively); 100 of them, evenly spread, are targets here.
+    """
+    from test_interrupts import _run_interrupted  # noqa: PLC0415 - the interrupt injector
+
+    _, app = _expired_user(cache_path)
+    cache = app.token_cache
+    account = app.get_accounts()[0]
+    expired = cache.serialize()
+    store = cache.store
+
+    def refresh() -> None:
+        app.acquire_token_silent(DEFAULT_SCOPES, account)
+
+    def lease_files() -> list[str]:
+        return sorted(p.name for p in cache_path.parent.iterdir() if ".refresh-" in p.name)
+
+    # A Ctrl-C landing inside a finalizer is dropped by Python itself: not a target.
+    spare = frozenset({"__del__"})
+    total, _ = _run_interrupted(refresh, None, spare)
+    assert total > 100
+    for target in range(0, total, max(1, total // 100)):
+        cache.deserialize(expired)
+        _run_interrupted(refresh, target, spare)
+        cache.deserialize(expired)
+        refresh()  # the next call works, and gives back what an interrupted one left
+        assert not any(lease.lock.is_held for lease in store._leases.values()), target
+        assert lease_files() == [], f"after an interrupt at check point {target}"
+        assert not store.lock.is_held

@@ -103,7 +103,7 @@ class SharedRefreshFailure(Exception):  # noqa: N818 - a signal through msal, ne
 class _CallState(threading.local):
     """What one thread's coordinated msal call holds."""
 
-    depth = 0
+    active = False
     lease: RefreshLease | None = None
     refreshing = False  # the lease's holder is asking the authority itself
     seen: bytes | None = None  # the failure record before the wait
@@ -141,29 +141,31 @@ class RefreshCoordinator:
     def expecting(self) -> bool:
         """Whether a miss now is the start of a refresh this thread should coordinate."""
         state = self._state
-        return self.leases is not None and state.depth > 0 and state.lease is None
+        return self.leases is not None and state.active and state.lease is None
 
     def run(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Make one msal call coordinated: give back its lease, leave its failure record."""
-        state = self._state
-        if state.depth or self.leases is None:
-            return call(*args, **kwargs)  # nested (msal calling itself): the outer call owns it
-        state.depth = 1
-        result: Any = None
+        if self.leases is None:
+            return call(*args, **kwargs)
+        # A Ctrl-C can land as a previous call entered its clean-up, before Ctrl-C was held
+        # back (no Python code can cover that instant): give back what it left first.
+        self._finish(None)
+        outcome: list[Any] = [None]
         try:
+            self._state.active = True
             try:
-                result = call(*args, **kwargs)
+                outcome[0] = call(*args, **kwargs)
             except SharedRefreshFailure as failure:
-                return dict(failure.result)
-            return result
+                outcome[0] = dict(failure.result)
+            return outcome[0]
         finally:
-            self._finish(result)
+            self._finish(outcome[0])
 
     def _finish(self, result: Any) -> None:
         state = self._state
         with deferred_interrupts():
             lease, refreshing = state.lease, state.refreshing
-            state.depth, state.lease, state.refreshing, state.seen = 0, None, False, None
+            state.active, state.lease, state.refreshing, state.seen = False, None, False, None
             if lease is None:
                 return
             try:
