@@ -154,3 +154,5 @@ def bench(session: nox.Session) -> None:
     session.install(".[fast]" if "--fast" in session.posargs else ".", "msal-extensions")
     args = [a for a in session.posargs if a != "--fast"]
     session.run("python", "benchmarks/run.py", *args, env={"PYTHONHASHSEED": "0"})
+    quick = ["--quick"] if "--quick" in args else []
+    session.run("python", "benchmarks/stampede.py", *quick)
