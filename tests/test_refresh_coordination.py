@@ -212,11 +212,11 @@ def test_refresher_killed_inside_its_request(tmp_path: Path, cache_path: Path) -
 
 
 def test_waiters_stop_waiting_for_a_hung_refresher(tmp_path: Path, cache_path: Path) -> None:
-    """A refresher that hangs past refresh_timeout: the waiters refresh themselves."""
+    """A refresher that hangs past refresh_timeout: one waiter refreshes for the others."""
     _seed(cache_path, "public")
     marker = tmp_path / "hung-pid"
     commands = _commands(
-        cache_path, tmp_path, "public", 3, fault=f"hang:{marker}", refresh_timeout=1
+        cache_path, tmp_path, "public", 4, fault=f"hang:{marker}", refresh_timeout=2
     )
     procs = [start(command) for command in commands]
     try:
@@ -232,8 +232,9 @@ def test_waiters_stop_waiting_for_a_hung_refresher(tmp_path: Path, cache_path: P
         for proc in procs:
             stop(proc)
     results = _results(reports)
-    assert len(results) == 2
-    assert all(result["access_token"] for result in results)
+    assert len(results) == 3
+    assert sum(report["hits"] for report in reports) == 1
+    assert sorted(r["token_source"] for r in results) == ["cache", "cache", "identity_provider"]
 
 
 # -- in one process ---------------------------------------------------------------------

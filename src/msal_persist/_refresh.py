@@ -31,8 +31,9 @@ request of their own, and so does every call that misses within ``FAILURE_BACKOF
 of the failure (processes that arrive a moment late would otherwise ask one after another).
 The first call after that asks the authority again. A refresher that
 raises (a network error, Ctrl-C) or is killed leaves no record: the next waiter refreshes
-itself. A refresher that hangs past ``refresh_timeout`` is left alone: each waiter then
-refreshes itself.
+itself. A refresher that hangs past ``refresh_timeout`` is left alone: its waiters move to a
+second lease for the same token, and the first of them refreshes for the others; past a
+second ``refresh_timeout`` (a hang again) each waiter refreshes on its own.
 
 Lock order: the lease first, then msal's ``_lock``, then the store's write section. A lease
 is never requested inside a transaction (the store's write section): coordination is then
@@ -67,6 +68,9 @@ _LOG: Final = logging.getLogger("msal_persist")
 
 DEFAULT_REFRESH_TIMEOUT: Final = 10.0
 """Seconds a waiter waits for another process's refresh before refreshing itself."""
+GENERATIONS: Final = 2
+"""Leases per token, taken in turn when a holder hangs: a waiter waits at most this many
+``refresh_timeout`` before refreshing on its own."""
 FAILURE_BACKOFF: Final = 2.0
 """Seconds after a failed refresh during which a miss returns its error without a request."""
 
@@ -179,19 +183,37 @@ class RefreshCoordinator:
     def take_turn(self, key: str) -> bool:
         """On a miss: hold the lease and refresh, or wait for the one refreshing.
 
+        A holder that keeps the lease past ``timeout`` (a hung request) is left alone: the
+        waiters move on to a second lease for the same token, so that one of them refreshes
+        for the others. Past a second ``timeout`` each refreshes on its own.
+
         Returns:
             ``True`` when another refresher held the lease and gave it back while we
             waited: the caller should look for its token again (then call
-            :meth:`raise_if_failed`). ``False``: the caller refreshes itself (holding the
-            lease, or, past the timeout, without it).
+            :meth:`raise_if_failed`). ``False``: the caller refreshes itself (holding a
+            lease, or, past both timeouts, without one).
 
         Raises:
             SharedRefreshFailure: A refresh of this token failed less than
                 ``failure_backoff`` seconds ago; carries its error.
         """
         assert self.leases is not None  # expecting() said so
+        for generation in range(GENERATIONS):
+            lease = self.leases.refresh_lease(key if generation == 0 else f"{key}g{generation}")
+            waited = self._wait_turn(lease, key)
+            if waited is not None:
+                return waited
+        _LOG.warning(
+            "other processes have been refreshing a token of %s for more than %s s; "
+            "refreshing it here too",
+            self._shown,
+            GENERATIONS * (self.timeout or 0.0),
+        )
+        return False
+
+    def _wait_turn(self, lease: RefreshLease, key: str) -> bool | None:
+        """:meth:`take_turn` on one lease; ``None``: its holder kept it past the timeout."""
         state = self._state
-        lease = self.leases.refresh_lease(key)
         seen = lease.failure()
         recent = _parse_failure(seen, self.failure_backoff) if seen is not None else None
         if recent is not None:
@@ -207,13 +229,7 @@ class RefreshCoordinator:
             if lease.acquire(self.timeout):
                 state.lease, state.seen = lease, seen
                 return True
-        _LOG.warning(
-            "another process has been refreshing a token of %s for more than %s s; "
-            "refreshing it here too",
-            self._shown,
-            self.timeout,
-        )
-        return False
+        return None
 
     def raise_if_failed(self) -> None:
         """After waiting, no fresh token: return the refresher's error, or refresh ourselves.

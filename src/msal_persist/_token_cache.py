@@ -72,7 +72,8 @@ class PersistedTokenCache(SyncedCache):
             from the cache. ``False`` makes every process refresh on its own. Needs a
             store that offers refresh leases (the file store does).
         refresh_timeout: Seconds a coordinated call waits for another process's refresh
-            before refreshing itself; ``None`` waits as long as that refresh lasts.
+            before it (or one of the other waiters) refreshes instead; a call waits at
+            most twice this long in all. ``None`` waits as long as that refresh lasts.
 
     Attributes:
         store: The :class:`~msal_persist.Store` holding the bytes (for the default file
