@@ -137,9 +137,11 @@ def test_error_of_the_refresher_is_returned_to_waiters(
     assert {result["error"] for result in results} == {"invalid_grant"}
     # The very same response, not eight look-alikes.
     assert len({result["correlation_id"] for result in results}) == 1
-    # Within the back-off, a new call gets the same error without asking.
+    # Within the back-off (made long here: the workers took their time to exit), a new call
+    # gets the same error without asking.
     authority = LocalAuthority()
     cache = PersistedTokenCache(cache_path)
+    cache.refresh_coordinator.failure_backoff = 3600
     if kind == "client":
         app = coordinate_refreshes(authority.confidential_client(token_cache=cache))
         again = app.acquire_token_for_client(APP_SCOPES)
