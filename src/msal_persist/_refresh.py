@@ -108,6 +108,7 @@ class _CallState(threading.local):
     """What one thread's coordinated msal call holds."""
 
     active = False
+    turn_taken = False  # one turn per call: msal's alias retries do not wait again
     lease: RefreshLease | None = None
     refreshing = False  # the lease's holder is asking the authority itself
     seen: bytes | None = None  # the failure record before the wait
@@ -145,7 +146,7 @@ class RefreshCoordinator:
     def expecting(self) -> bool:
         """Whether a miss now is the start of a refresh this thread should coordinate."""
         state = self._state
-        return self.leases is not None and state.active and state.lease is None
+        return self.leases is not None and state.active and not state.turn_taken
 
     def run(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Make one msal call coordinated: give back its lease, leave its failure record."""
@@ -169,7 +170,8 @@ class RefreshCoordinator:
         state = self._state
         with deferred_interrupts():
             lease, refreshing = state.lease, state.refreshing
-            state.active, state.lease, state.refreshing, state.seen = False, None, False, None
+            state.active, state.turn_taken = False, False
+            state.lease, state.refreshing, state.seen = None, False, None
             if lease is None:
                 return
             try:
@@ -198,6 +200,7 @@ class RefreshCoordinator:
                 ``failure_backoff`` seconds ago; carries its error.
         """
         assert self.leases is not None  # expecting() said so
+        self._state.turn_taken = True
         for generation in range(GENERATIONS):
             lease = self.leases.refresh_lease(key if generation == 0 else f"{key}g{generation}")
             waited = self._wait_turn(lease, key)
