@@ -20,7 +20,7 @@ import pytest
 from msal_persist import FileStore, PersistedTokenCache, coordinate_refreshes
 from msal_persist._refresh import refresh_key
 from msal_persist.testing import DEFAULT_SCOPES, LocalAuthority
-from process_helpers import Outcome, run_all, start, stop, worker
+from process_helpers import Outcome, run_all, running, start, stop, worker
 
 APP_SCOPES = ["https://graph.microsoft.com/.default"]
 EXPIRED = 60
@@ -401,3 +401,34 @@ def test_ctrl_c_at_any_instant_of_a_coordinated_refresh_leaves_no_lease(cache_pa
         assert not any(lease.lock.is_held for lease in store._leases.values()), target
         assert lease_files() == [], f"after an interrupt at check point {target}"
         assert not store.lock.is_held
+
+
+@pytest.mark.skipif(
+    threading.current_thread() is not threading.main_thread(), reason="SIGINT needs main"
+)
+def test_ctrl_c_while_waiting_for_another_refresher(cache_path: Path) -> None:
+    """Ctrl-C while waiting for another process's lease: raised at once, nothing held."""
+    authority, app = _expired_user(cache_path)
+    account = app.get_accounts()[0]
+    query = {
+        "client_id": app.client_id,
+        "environment": account["environment"],
+        "realm": account["realm"],
+        "home_account_id": account["home_account_id"],
+    }
+    key = refresh_key(query, DEFAULT_SCOPES)
+    with running(worker("refresh", "hold_lease", str(cache_path), key)) as holder:
+        timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+        timer.start()
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                app.acquire_token_silent(DEFAULT_SCOPES, account)
+        finally:
+            timer.cancel()
+        (lease,) = app.token_cache.store._leases.values()
+        assert not lease.lock.is_held
+        assert authority.token_endpoint_hits == 0
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    assert app.acquire_token_silent(DEFAULT_SCOPES, account)["token_source"] == "identity_provider"

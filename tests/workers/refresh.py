@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 import time
 from typing import Any
@@ -114,7 +115,16 @@ def stampede(  # noqa: PLR0917 - argv, one argument per knob of the scenario
     )
 
 
-COMMANDS = {"stampede": stampede}
+def hold_lease(cache: str, key: str) -> None:
+    """Hold the refresh lease ``key`` of ``cache`` until stdin closes (or we are killed)."""
+    lease = PersistedTokenCache(cache).store.refresh_lease(key)  # type: ignore[attr-defined]
+    assert lease.acquire(0)
+    print("ready", flush=True)
+    sys.stdin.read()
+    lease.release()
+
+
+COMMANDS = {"hold_lease": hold_lease, "stampede": stampede}
 
 if __name__ == "__main__":
     main(COMMANDS)
