@@ -154,10 +154,13 @@ class RefreshCoordinator:
             return call(*args, **kwargs)
         # A Ctrl-C can land as a previous call entered its clean-up, before Ctrl-C was held
         # back (no Python code can cover that instant): give back what it left first.
-        self._finish(None)
+        state = self._state
+        if state.lease is not None:
+            self._finish(None)
         outcome: list[Any] = [None]
         try:
-            self._state.active = True
+            state.turn_taken = state.refreshing = False
+            state.active = True
             try:
                 outcome[0] = call(*args, **kwargs)
             except SharedRefreshFailure as failure:
@@ -168,12 +171,15 @@ class RefreshCoordinator:
 
     def _finish(self, result: Any) -> None:
         state = self._state
+        lease = state.lease
+        if lease is None:
+            # A cache hit: nothing to give back, and no signal handler swapped to do it.
+            state.active, state.turn_taken, state.refreshing, state.seen = False, False, False, None
+            return
         with deferred_interrupts():
-            lease, refreshing = state.lease, state.refreshing
+            refreshing = state.refreshing
             state.active, state.turn_taken = False, False
             state.lease, state.refreshing, state.seen = None, False, None
-            if lease is None:
-                return
             try:
                 if refreshing and isinstance(result, dict):
                     lease.record_failure(_failure_record(result) if "error" in result else None)

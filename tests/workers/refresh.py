@@ -46,6 +46,7 @@ def stampede(  # noqa: PLR0917 - argv, one argument per knob of the scenario
     coordinate: str = "on",
     fault: str = "none",
     refresh_timeout: str = "30",
+    failure_backoff: str = "2",
 ) -> None:
     """Ask for a token from ``threads`` threads at once; report source, token and hits.
 
@@ -61,6 +62,8 @@ def stampede(  # noqa: PLR0917 - argv, one argument per knob of the scenario
             ``invalid_grant``); or ``hang:<marker>`` (the first request of all processes
             records its pid in ``<marker>`` and never ends).
         refresh_timeout: ``PersistedTokenCache(refresh_timeout=...)``.
+        failure_backoff: Seconds after a failed refresh during which a miss returns its
+            error without asking (the coordinator's ``failure_backoff``).
     """
     authority = LocalAuthority()
     if fault == "error":
@@ -71,6 +74,7 @@ def stampede(  # noqa: PLR0917 - argv, one argument per knob of the scenario
     persisted = PersistedTokenCache(
         cache, coordinate_refresh=coordinate == "on", refresh_timeout=float(refresh_timeout)
     )
+    persisted.refresh_coordinator.failure_backoff = float(failure_backoff)
     if kind == "public":
         app = authority.public_client(token_cache=persisted)
     else:
