@@ -322,6 +322,32 @@ def test_waiters_get_the_error_of_the_refresh_they_waited_for(cache_path: Path) 
     assert authority.token_endpoint_hits == 2
 
 
+def test_a_refresh_finished_between_the_miss_and_the_lease_is_found(
+    cache_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process refreshes and lets go after our miss, before our lease: no request."""
+    authority, app = _expired_user(cache_path)
+    account = app.get_accounts()[0]
+    other = LocalAuthority()
+    other_app = coordinate_refreshes(
+        other.public_client(token_cache=PersistedTokenCache(cache_path))
+    )
+    coordinator = app.token_cache.refresh_coordinator
+    take_turn = coordinator.take_turn
+
+    def late_turn(key: str) -> Any:
+        # The other process's whole refresh fits in the window after our search missed.
+        result = other_app.acquire_token_silent(DEFAULT_SCOPES, account)
+        assert result["token_source"] == "identity_provider"
+        return take_turn(key)
+
+    monkeypatch.setattr(coordinator, "take_turn", late_turn)
+    result = app.acquire_token_silent(DEFAULT_SCOPES, account)
+    assert result["token_source"] == "cache"
+    assert authority.token_endpoint_hits == 0
+    assert other.token_endpoint_hits == 1
+
+
 def test_uncoordinated_calls_are_untouched(cache_path: Path) -> None:
     """Calls not made through coordinate_refreshes() take no lease (msal as it was)."""
     authority = LocalAuthority(access_token_lifetime=EXPIRED)

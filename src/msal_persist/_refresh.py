@@ -13,7 +13,10 @@ What happens there (:meth:`RefreshCoordinator.take_turn`): the caller tries the 
 environment, realm and scopes). If it is free, the caller holds it and msal refreshes. If
 another process (or thread) holds it, that one is refreshing: the caller waits for the lease
 (bounded by ``refresh_timeout``), reloads the cache and searches again; msal takes the fresh
-access token from that second search and returns it with ``token_source`` ``"cache"``.
+access token from that second search and returns it with ``token_source`` ``"cache"``. The
+holder of a lease taken at once searches again too (after a reload only if the cache
+changed): a refresher may have stored its token and let go between msal's search and the
+lease, and that window is otherwise a second request.
 
 Why an explicit call is needed. msal tells the cache when a refresh succeeded (it stores the
 answer) but never when one failed or raised: after an error it touches the cache no more
@@ -42,6 +45,7 @@ skipped, never risking a wait for a lease whose holder waits for our write secti
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import json
 import logging
@@ -60,6 +64,7 @@ __all__ = [
     "FAILURE_BACKOFF",
     "RefreshCoordinator",
     "SharedRefreshFailure",
+    "Turn",
     "coordinate_refreshes",
     "refresh_key",
 ]
@@ -102,6 +107,19 @@ class SharedRefreshFailure(Exception):  # noqa: N818 - a signal through msal, ne
         """Carry the refresher's error response."""
         super().__init__(result.get("error"))
         self.result = result
+
+
+class Turn(enum.Enum):
+    """What a call that missed does after :meth:`RefreshCoordinator.take_turn`."""
+
+    HOLDING = enum.auto()
+    """It took the lease at once. Another refresher may have stored the token and let go
+    between msal's search and now: look once more, then refresh if nothing came."""
+    WAITED = enum.auto()
+    """It waited for another refresher, and holds the lease now: look for that one's token,
+    then :meth:`RefreshCoordinator.raise_if_failed`, then refresh if nothing came."""
+    ON_OWN = enum.auto()
+    """Other refreshers hung past both timeouts: refresh without a lease."""
 
 
 class _CallState(threading.local):
@@ -188,7 +206,7 @@ class RefreshCoordinator:
             finally:
                 lease.release()
 
-    def take_turn(self, key: str) -> bool:
+    def take_turn(self, key: str) -> Turn:
         """On a miss: hold the lease and refresh, or wait for the one refreshing.
 
         A holder that keeps the lease past ``timeout`` (a hung request) is left alone: the
@@ -196,10 +214,7 @@ class RefreshCoordinator:
         for the others. Past a second ``timeout`` each refreshes on its own.
 
         Returns:
-            ``True`` when another refresher held the lease and gave it back while we
-            waited: the caller should look for its token again (then call
-            :meth:`raise_if_failed`). ``False``: the caller refreshes itself (holding a
-            lease, or, past both timeouts, without one).
+            What the caller should do next (see :class:`Turn`).
 
         Raises:
             SharedRefreshFailure: A refresh of this token failed less than
@@ -209,18 +224,18 @@ class RefreshCoordinator:
         self._state.turn_taken = True
         for generation in range(GENERATIONS):
             lease = self.leases.refresh_lease(key if generation == 0 else f"{key}g{generation}")
-            waited = self._wait_turn(lease, key)
-            if waited is not None:
-                return waited
+            turn = self._wait_turn(lease, key)
+            if turn is not None:
+                return turn
         _LOG.warning(
             "other processes have been refreshing a token of %s for more than %s s; "
             "refreshing it here too",
             self._shown,
             GENERATIONS * (self.timeout or 0.0),
         )
-        return False
+        return Turn.ON_OWN
 
-    def _wait_turn(self, lease: RefreshLease, key: str) -> bool | None:
+    def _wait_turn(self, lease: RefreshLease, key: str) -> Turn | None:
         """:meth:`take_turn` on one lease; ``None``: its holder kept it past the timeout."""
         state = self._state
         seen = lease.failure()
@@ -232,12 +247,12 @@ class RefreshCoordinator:
             if lease.acquire(0):
                 state.lease, state.refreshing = lease, True
                 _LOG.debug("refreshing token %s of %s", key, self._shown)
-                return False
+                return Turn.HOLDING
         _LOG.debug("waiting for another refresh of token %s of %s", key, self._shown)
         with deferred_interrupts():
             if lease.acquire(self.timeout):
                 state.lease, state.seen = lease, seen
-                return True
+                return Turn.WAITED
         return None
 
     def raise_if_failed(self) -> None:
@@ -248,7 +263,7 @@ class RefreshCoordinator:
         """
         state = self._state
         lease = state.lease
-        assert lease is not None  # take_turn() returned True
+        assert lease is not None  # take_turn() returned WAITED
         record = lease.failure()
         if record is not None and record != state.seen:
             result = _parse_failure(record, None)

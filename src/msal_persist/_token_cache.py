@@ -35,7 +35,7 @@ from ._codec import Codec, NotACacheError, parse_document
 from ._file_store import FileStore
 from ._locations import DEFAULT_APP_NAME, CacheLocation, default_cache_path
 from ._lock import DEFAULT_LOCK_TIMEOUT
-from ._refresh import DEFAULT_REFRESH_TIMEOUT, RefreshCoordinator, refresh_key
+from ._refresh import DEFAULT_REFRESH_TIMEOUT, RefreshCoordinator, Turn, refresh_key
 from ._schema import ACCESS_TOKEN, ACCOUNT_SECTIONS
 from ._store import ABSENT, RefreshLeases, Store
 from ._synced import SyncedCache, Transaction, expired
@@ -165,13 +165,16 @@ class PersistedTokenCache(SyncedCache):
 
     def _await_refresh(self, credential_type: str, *args: Any, **kwargs: Any) -> Iterator[Any]:
         coordinator = self.refresh_coordinator
-        if not coordinator.take_turn(refresh_key(kwargs.get("query"), kwargs.get("target"))):
+        turn = coordinator.take_turn(refresh_key(kwargs.get("query"), kwargs.get("target")))
+        if turn is Turn.ON_OWN:
             return  # this call refreshes: msal goes on to the authority
-        # Another refresher finished while we waited: offer msal what it stored. If msal
-        # takes a token, it closes this generator here; otherwise nothing usable came.
+        # We hold the lease. Another refresher may have stored its token since msal's search
+        # (while we waited, or just before we took the lease): offer msal what is there now.
+        # If msal takes a token, it closes this generator here; else nothing usable came.
         self._refresh()
         yield from super().search(credential_type, *args, **kwargs)
-        coordinator.raise_if_failed()
+        if turn is Turn.WAITED:
+            coordinator.raise_if_failed()
 
     def _get(self, credential_type: str, key: str, default: Any = None) -> Any:
         # msal's ClientApplication reaches this directly (through _get_app_metadata and
