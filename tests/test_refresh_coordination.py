@@ -348,6 +348,45 @@ def test_a_refresh_finished_between_the_miss_and_the_lease_is_found(
     assert other.token_endpoint_hits == 1
 
 
+def test_a_refresh_failed_just_before_the_lease_is_returned(
+    cache_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process fails and lets go just before our lease: its error, no request."""
+    authority, app = _expired_user(cache_path)
+    account = app.get_accounts()[0]
+    other = LocalAuthority()
+    other.fail_token_requests("invalid_grant")
+    other_app = coordinate_refreshes(
+        other.public_client(token_cache=PersistedTokenCache(cache_path))
+    )
+    lease = app.token_cache.store.refresh_lease(refresh_key(_query(app, account), DEFAULT_SCOPES))
+    acquire = lease.acquire
+
+    def late_acquire(timeout: float | None) -> bool:
+        # The other process's whole failed refresh fits in the window before our lease.
+        if timeout == 0:
+            result = other_app.acquire_token_silent_with_error(DEFAULT_SCOPES, account)
+            assert result["error"] == "invalid_grant"
+        return acquire(timeout)
+
+    monkeypatch.setattr(lease, "acquire", late_acquire)
+    result = app.acquire_token_silent_with_error(DEFAULT_SCOPES, account)
+    assert result["error"] == "invalid_grant"
+    assert authority.token_endpoint_hits == 0
+    assert other.token_endpoint_hits == 1
+    assert not lease.lock.is_held
+
+
+def _query(app: Any, account: dict[str, Any]) -> dict[str, Any]:
+    """The access-token query msal makes for this account (what the lease key hashes)."""
+    return {
+        "client_id": app.client_id,
+        "environment": account["environment"],
+        "realm": account["realm"],
+        "home_account_id": account["home_account_id"],
+    }
+
+
 def test_uncoordinated_calls_are_untouched(cache_path: Path) -> None:
     """Calls not made through coordinate_refreshes() take no lease (msal as it was)."""
     authority = LocalAuthority(access_token_lifetime=EXPIRED)
@@ -473,13 +512,7 @@ def test_ctrl_c_while_waiting_for_another_refresher(cache_path: Path) -> None:
     """Ctrl-C while waiting for another process's lease: raised at once, nothing held."""
     authority, app = _expired_user(cache_path)
     account = app.get_accounts()[0]
-    query = {
-        "client_id": app.client_id,
-        "environment": account["environment"],
-        "realm": account["realm"],
-        "home_account_id": account["home_account_id"],
-    }
-    key = refresh_key(query, DEFAULT_SCOPES)
+    key = refresh_key(_query(app, account), DEFAULT_SCOPES)
     with running(worker("refresh", "hold_lease", str(cache_path), key)) as holder:
         timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
         timer.start()

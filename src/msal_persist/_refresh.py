@@ -244,10 +244,19 @@ class RefreshCoordinator:
             _LOG.debug("a refresh of token %s of %s just failed: backing off", key, self._shown)
             raise SharedRefreshFailure(recent)
         with deferred_interrupts():
-            if lease.acquire(0):
-                state.lease, state.refreshing = lease, True
-                _LOG.debug("refreshing token %s of %s", key, self._shown)
-                return Turn.HOLDING
+            taken = lease.acquire(0)
+            if taken:
+                state.lease = lease
+        if taken:
+            # A refresher may have failed and let go since we read its record: back off too.
+            record = lease.failure()
+            if record is not None and record != seen:
+                recent = _parse_failure(record, self.failure_backoff)
+                if recent is not None:
+                    raise SharedRefreshFailure(recent)
+            state.refreshing = True
+            _LOG.debug("refreshing token %s of %s", key, self._shown)
+            return Turn.HOLDING
         _LOG.debug("waiting for another refresh of token %s of %s", key, self._shown)
         with deferred_interrupts():
             if lease.acquire(self.timeout):
