@@ -122,11 +122,15 @@ class Turn(enum.Enum):
     """Other refreshers hung past both timeouts: refresh without a lease."""
 
 
+_IDLE: Final = 0
+_ACTIVE: Final = 1  # inside a coordinated call, before its miss
+_TURN_TAKEN: Final = 2  # one turn per call: msal's alias retries do not wait again
+
+
 class _CallState(threading.local):
     """What one thread's coordinated msal call holds."""
 
-    active = False
-    turn_taken = False  # one turn per call: msal's alias retries do not wait again
+    phase = _IDLE
     lease: RefreshLease | None = None
     refreshing = False  # the lease's holder is asking the authority itself
     seen: bytes | None = None  # the failure record before the wait
@@ -163,41 +167,37 @@ class RefreshCoordinator:
 
     def expecting(self) -> bool:
         """Whether a miss now is the start of a refresh this thread should coordinate."""
-        state = self._state
-        return self.leases is not None and state.active and not state.turn_taken
+        return self._state.phase == _ACTIVE
 
     def run(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Make one msal call coordinated: give back its lease, leave its failure record."""
         if self.leases is None:
             return call(*args, **kwargs)
-        # A Ctrl-C can land as a previous call entered its clean-up, before Ctrl-C was held
-        # back (no Python code can cover that instant): give back what it left first.
         state = self._state
         if state.lease is not None:
+            # A Ctrl-C landed as a previous call entered its clean-up, before Ctrl-C was held
+            # back (no Python code can cover that instant): give back what it left first.
             self._finish(None)
-        outcome: list[Any] = [None]
+        result: Any = None
         try:
-            state.turn_taken = state.refreshing = False
-            state.active = True
-            try:
-                outcome[0] = call(*args, **kwargs)
-            except SharedRefreshFailure as failure:
-                outcome[0] = dict(failure.result)
-            return outcome[0]
+            state.phase = _ACTIVE
+            result = call(*args, **kwargs)
+        except SharedRefreshFailure as failure:
+            result = dict(failure.result)
         finally:
-            self._finish(outcome[0])
+            if state.lease is None:
+                state.phase = _IDLE  # a cache hit: no signal handler swapped for nothing
+            else:
+                self._finish(result)
+        return result
 
     def _finish(self, result: Any) -> None:
         state = self._state
-        lease = state.lease
-        if lease is None:
-            # A cache hit: nothing to give back, and no signal handler swapped to do it.
-            state.active, state.turn_taken, state.refreshing, state.seen = False, False, False, None
-            return
         with deferred_interrupts():
-            refreshing = state.refreshing
-            state.active, state.turn_taken = False, False
-            state.lease, state.refreshing, state.seen = None, False, None
+            lease, refreshing = state.lease, state.refreshing
+            state.phase, state.lease, state.refreshing, state.seen = _IDLE, None, False, None
+            if lease is None:
+                return
             try:
                 if refreshing and isinstance(result, dict):
                     lease.record_failure(_failure_record(result) if "error" in result else None)
@@ -221,7 +221,7 @@ class RefreshCoordinator:
                 ``failure_backoff`` seconds ago; carries its error.
         """
         assert self.leases is not None  # expecting() said so
-        self._state.turn_taken = True
+        self._state.phase = _TURN_TAKEN
         for generation in range(GENERATIONS):
             lease = self.leases.refresh_lease(key if generation == 0 else f"{key}g{generation}")
             turn = self._wait_turn(lease, key)
@@ -331,23 +331,24 @@ def coordinate_refreshes(app: Any) -> Any:
     coordinator = getattr(app.token_cache, "refresh_coordinator", None)
     if not isinstance(coordinator, RefreshCoordinator):
         raise TypeError("coordinate_refreshes() needs an app whose cache is a PersistedTokenCache")
-    for name in _COORDINATED:
-        call = getattr(app, name, None)
-        if call is None or call in _WRAPPERS:
-            continue  # a client without it, or wrapped already
-        setattr(app, name, _coordinated(coordinator, call))
-
+    if app.acquire_token_silent in _WRAPPERS:
+        return app  # wrapped already
+    run = coordinator.run
     silent_with_error = app.acquire_token_silent_with_error
 
     def acquire_token_silent(*args: Any, **kwargs: Any) -> Any:
-        # msal's own rule: any error, like an empty cache, is None here.
-        result = silent_with_error(*args, **kwargs)
+        # msal's own rule: any error, like an empty cache, is None here. One wrapper level
+        # (not through the wrapped method): a cache hit pays as little as it can.
+        result = run(silent_with_error, *args, **kwargs)
         return result if result and "error" not in result else None
 
-    if app.acquire_token_silent not in _WRAPPERS:
-        _WRAPPERS.add(acquire_token_silent)
-        acquire_token_silent.__doc__ = type(app).acquire_token_silent.__doc__
-        app.acquire_token_silent = acquire_token_silent
+    acquire_token_silent.__doc__ = app.acquire_token_silent.__doc__
+    _WRAPPERS.add(acquire_token_silent)
+    app.acquire_token_silent = acquire_token_silent
+    for name in _COORDINATED:
+        call = getattr(app, name, None)
+        if call is not None:  # acquire_token_for_client: confidential clients only
+            setattr(app, name, _coordinated(coordinator, call))
     return app
 
 
