@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -506,3 +507,35 @@ def test_the_family_is_configurable():
     assert result["foci"] == "1"
     default = LocalAuthority()
     assert "foci" not in default.sign_in(default.public_client())  # not a family app
+
+
+def test_fail_token_requests_fails_the_next_ones_and_counts_them(authority):
+    """fail_token_requests(): the next ``count`` token requests get that error, then tokens."""
+    app = authority.confidential_client()
+    authority.fail_token_requests("temporarily_unavailable", "try later", status=400, count=1)
+
+    failed = app.acquire_token_for_client(["https://graph.microsoft.com/.default"])
+    # A new app: msal's own HTTP cache would replay the 400 to the same one.
+    succeeded = authority.confidential_client().acquire_token_for_client(
+        ["https://graph.microsoft.com/.default"]
+    )
+
+    assert failed["error"] == "temporarily_unavailable"
+    assert failed["error_description"] == "try later"
+    assert "access_token" in succeeded
+    assert authority.token_endpoint_hits == 2
+
+
+def test_token_delay_and_hook_see_each_request_before_it_is_answered(authority):
+    """token_delay holds each answer back; on_token_request sees each form as it arrives."""
+    seen: list[str] = []
+    authority.on_token_request = lambda form: seen.append(form["grant_type"])
+    authority.token_delay = 0.2
+    app = authority.confidential_client()
+
+    started = time.monotonic()
+    result = app.acquire_token_for_client(["https://graph.microsoft.com/.default"])
+
+    assert "access_token" in result
+    assert time.monotonic() - started >= 0.2
+    assert seen == ["client_credentials"]

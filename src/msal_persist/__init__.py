@@ -29,6 +29,7 @@ from ._file_store import FileStore
 from ._keys import EnvironmentKey, FileKey, KeyringKey, KeySource, RawKey
 from ._locations import CacheLocation, default_cache_path
 from ._lock import CrossProcessLock
+from ._refresh import coordinate_refreshes
 from ._store import Store
 from ._token_cache import PersistedTokenCache
 
@@ -62,6 +63,7 @@ __all__ = [
     "Store",
     "StoreUnavailableError",
     "__version__",
+    "coordinate_refreshes",
     "default_cache_path",
 ]
 

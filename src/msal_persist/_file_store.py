@@ -9,15 +9,20 @@ It composes the two file layers below it and knows nothing of msal or JSON:
 
 Its version is the file's stat :class:`~msal_persist._persistence.Fingerprint` (device,
 inode, size, mtime in ns), so "changed since?" costs one ``lstat`` and no lock.
+
+It also gives refresh leases (:class:`~msal_persist._store.RefreshLeases`): a lock file per
+token being refreshed, beside the cache (:mod:`~msal_persist._file_lease`).
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Hashable
 from pathlib import Path
 from typing import Final
 
+from ._file_lease import FileRefreshLease
 from ._lock import DEFAULT_LOCK_TIMEOUT, CrossProcessLock
 from ._persistence import FilePersistence, Fingerprint
 from ._store import Snapshot
@@ -58,6 +63,8 @@ class FileStore:
         self.lock: Final = CrossProcessLock(f"{self.path}{LOCK_FILE_SUFFIX}", timeout=lock_timeout)
         self._path_text = str(self.path)
         self._display_name = printable(self.path)
+        self._leases: dict[str, FileRefreshLease] = {}
+        self._leases_lock = threading.Lock()
 
     def __repr__(self) -> str:
         """Show the file, which is what identifies the store."""
@@ -130,3 +137,16 @@ class FileStore:
         """Move the file aside, or keep a copy of ``data``, as ``<path>.corrupt-<time>``."""
         kept = self._file.quarantine() if data is None else self._file.keep_copy(data)
         return None if kept is None else printable(kept)
+
+    def refresh_lease(self, key: str) -> FileRefreshLease:
+        """The lease on refreshing the token ``key`` names: ``<path>.refresh-<key>.lockfile``.
+
+        One object per key, so that the threads of this process queue on it in memory.
+        """
+        if not key or not key.isalnum() or not key.isascii():
+            raise ValueError(f"a lease key is letters and digits, not {key!r}")
+        with self._leases_lock:
+            lease = self._leases.get(key)
+            if lease is None:
+                lease = self._leases[key] = FileRefreshLease(self.path, key)
+            return lease

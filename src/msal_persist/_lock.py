@@ -24,6 +24,7 @@ This module knows nothing of msal or of the cache file.
 
 from __future__ import annotations
 
+import enum
 import logging
 import os
 import sys
@@ -83,6 +84,12 @@ _THREAD_WAIT: Final = 0.05
 """How long one wait for another thread's hold lasts before a held-back Ctrl-C is let in."""
 
 _LIVE_LOCKS: weakref.WeakSet[CrossProcessLock] = weakref.WeakSet()
+
+
+class _Default(enum.Enum):
+    """The type of "no timeout given" (``None`` already means "wait forever")."""
+
+    TIMEOUT = enum.auto()
 
 
 class CrossProcessLock:
@@ -163,8 +170,8 @@ class CrossProcessLock:
         """Release the lock."""
         self.release()
 
-    def acquire(self) -> None:
-        """Take the lock, waiting up to ``timeout`` seconds.
+    def acquire(self, timeout: float | _Default | None = _Default.TIMEOUT) -> None:
+        """Take the lock, waiting up to ``timeout`` seconds (the instance's by default).
 
         Either returns holding the lock, or raises (a ``KeyboardInterrupt`` included)
         holding nothing and leaving no lock file of its own behind.
@@ -175,12 +182,14 @@ class CrossProcessLock:
                 lock path holds something no peer creates (a symbolic link, a FIFO, a
                 directory, a file with several names).
         """
+        if timeout is _Default.TIMEOUT:
+            timeout = self.timeout
         started = time.monotonic()
-        deadline = None if self.timeout is None else started + self.timeout
+        deadline = None if timeout is None else started + timeout
         try:
             with deferred_interrupts():
-                self._take_thread_lock(deadline)
-                contended = self._acquire_file(deadline)
+                self._take_thread_lock(deadline, timeout)
+                contended = self._acquire_file(deadline, timeout)
                 self.acquisitions += 1
                 if contended:
                     self.contended += 1
@@ -220,12 +229,12 @@ class CrossProcessLock:
             if self._owner == threading.get_ident():
                 self._give_back()
 
-    def _take_thread_lock(self, deadline: float | None) -> None:
+    def _take_thread_lock(self, deadline: float | None, timeout: float | None) -> None:
         # Threads of this process queue here instead of on the file system. The wait comes
         # in short slices so that a held-back Ctrl-C gets in between them.
         while not self._thread_lock.acquire(timeout=bounded(_THREAD_WAIT, deadline)):
             if deadline is not None and time.monotonic() >= deadline:
-                raise LockTimeoutError(str(self.path), self.timeout or 0.0, os.getpid())
+                raise LockTimeoutError(str(self.path), timeout or 0.0, os.getpid())
             checkpoint()
         self._owner = threading.get_ident()
 
@@ -273,7 +282,7 @@ class CrossProcessLock:
                 error.strerror,
             )
 
-    def _acquire_file(self, deadline: float | None) -> bool:
+    def _acquire_file(self, deadline: float | None, timeout: float | None) -> bool:
         """Loop until this process holds the lock file; return whether it had to wait."""
         step_aside(self._contention, self._watch, self.path, deadline)
         waiter = Waiter(self.path, self._contention, self._watch, deadline)
@@ -282,14 +291,14 @@ class CrossProcessLock:
             while True:
                 waiter.before_attempt()
                 fd = self._create()
-                if fd is not None and self._lock_created(fd, deadline):
+                if fd is not None and self._lock_created(fd, deadline, timeout):
                     return waiter.took_lock()
                 # O_EXCL never follows a symbolic link: a link at the path, dangling or not,
                 # counts as existing, and the stale check then says what it is.
                 retry_now = fd is None and self._break_if_stale(watch)
                 now = time.monotonic()
                 if deadline is not None and now >= deadline:
-                    raise LockTimeoutError(str(self.path), self.timeout or 0.0, self.holder_pid())
+                    raise LockTimeoutError(str(self.path), timeout or 0.0, self.holder_pid())
                 if retry_now:
                     waiter.retry_soon()
                     continue
@@ -327,7 +336,7 @@ class CrossProcessLock:
         except OSError as error:
             raise self._error("create lock file", error) from None
 
-    def _lock_created(self, fd: int, deadline: float | None) -> bool:
+    def _lock_created(self, fd: int, deadline: float | None, timeout: float | None) -> bool:
         """Hold the OS lock on a file just created; ``False`` (fd closed) to start over.
 
         On any failure the file just created is deleted again: a failed acquire leaves no
@@ -349,7 +358,7 @@ class CrossProcessLock:
                 # Someone is examining this new file (a stale check holds the OS lock for
                 # microseconds); wait for them, not for the full poll interval.
                 if deadline is not None and time.monotonic() >= deadline:
-                    raise LockTimeoutError(str(self.path), self.timeout or 0.0, None)
+                    raise LockTimeoutError(str(self.path), timeout or 0.0, None)
                 with interruptible():
                     time.sleep(FIRST_POLL)
             if not names_inode(self.path, inode):

@@ -15,15 +15,20 @@ a new store (Redis, next) plugs in without the glue knowing where bytes live:
 
 Versions are opaque to the glue: it only compares them for equality. Equal versions
 *usually* mean equal bytes; under the lock, the glue still compares the bytes.
+
+A store may also offer *refresh leases* (:class:`RefreshLeases`, optional): one lease per
+token being refreshed, so that among many processes needing the same refresh only one asks
+the authority (see :mod:`~msal_persist._refresh`). The glue checks for it with
+``isinstance(store, RefreshLeases)``; a store without it simply gets no coordination.
 """
 
 from __future__ import annotations
 
 from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Final, Protocol, runtime_checkable
 
-__all__ = ["ABSENT", "Snapshot", "Store"]
+__all__ = ["ABSENT", "RefreshLease", "RefreshLeases", "Snapshot", "Store"]
 
 
 @dataclass(frozen=True)
@@ -92,4 +97,50 @@ class Store(Protocol):
         ``None`` moves the current content aside (the cache is then empty); bytes keep a
         copy of those bytes and leave the cache as it is.
         """
+        ...
+
+
+class RefreshLease(Protocol):
+    """The right to refresh one token, exclusive across processes and threads.
+
+    A lease is independent of the store's write section: it is taken before, and held
+    around, a whole token request, while the write section is only taken to store the
+    answer. The glue never asks for a lease while it holds the write section (lock order:
+    lease, then msal's ``_lock``, then the write section).
+
+    A lease must end by itself when its holder dies (an OS lock, a server-side expiry), and
+    every wait for it is bounded by the ``timeout`` given.
+
+    Besides exclusion, a lease carries one small note, the *failure record*: the holder
+    leaves it when its refresh failed, so that those who waited return that failure instead
+    of each asking the authority again. The record is opaque bytes to the store.
+    """
+
+    def acquire(self, timeout: float | None) -> bool:
+        """Take the lease, waiting up to ``timeout`` seconds (``0``: try once).
+
+        Returns whether it is held now; ``False`` means another holder kept it past the
+        timeout. Raises (a ``KeyboardInterrupt`` included) only holding nothing.
+        """
+        ...
+
+    def release(self) -> None:
+        """Give the lease back."""
+        ...
+
+    def failure(self) -> bytes | None:
+        """The failure record last left (``None``: none); lock-free, never raises."""
+        ...
+
+    def record_failure(self, record: bytes | None) -> None:
+        """Leave ``record`` for those waiting (``None`` removes it); only while held."""
+        ...
+
+
+@runtime_checkable
+class RefreshLeases(Protocol):
+    """A store that can coordinate refreshes: one :class:`RefreshLease` per key."""
+
+    def refresh_lease(self, key: str) -> RefreshLease:
+        """The lease for ``key`` (short, ``[0-9a-f]``); the same object for the same key."""
         ...

@@ -15,7 +15,11 @@ a socket. How msal drives a token cache, and so what is overridden here:
   expired access tokens through ``remove_at``; those removals are housekeeping and are written
   with the next transaction instead of costing a write of their own.
 - Lock order is always msal's ``_lock`` first, then the store's: ``search()`` holds
-  ``_lock`` when it calls ``modify()``.
+  ``_lock`` when it calls ``modify()``. A refresh lease (coordinated refreshes) comes before
+  both and is never requested while this thread is in a transaction.
+- When msal's access-token ``search()`` finds nothing msal can use, a refresh is coming:
+  inside a call made through :func:`~msal_persist.coordinate_refreshes`, the search then
+  waits for a concurrent refresher and hands msal its fresh token (:mod:`._refresh`).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import os
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, Final
 
 from ._codec import Codec, NotACacheError, parse_document
 from ._encryption import EncryptedCodec
@@ -33,11 +37,14 @@ from ._file_store import FileStore
 from ._keys import KeySource
 from ._locations import DEFAULT_APP_NAME, CacheLocation, default_cache_path
 from ._lock import DEFAULT_LOCK_TIMEOUT
+from ._refresh import DEFAULT_REFRESH_TIMEOUT, RefreshCoordinator, Turn, refresh_key
 from ._schema import ACCESS_TOKEN, ACCOUNT_SECTIONS
-from ._store import ABSENT, Store
+from ._store import ABSENT, RefreshLeases, Store
 from ._synced import SyncedCache, Transaction, expired
 
 __all__ = ["PersistedTokenCache"]
+
+_END: Final = object()
 
 
 class PersistedTokenCache(SyncedCache):
@@ -69,6 +76,14 @@ class PersistedTokenCache(SyncedCache):
             ``codec=EncryptedCodec(encryption)``. A plaintext cache is read and encrypted at
             its next write; one this key cannot open raises
             :class:`~msal_persist.DecryptionError` and is left untouched.
+        coordinate_refresh: Let calls made through
+            :func:`~msal_persist.coordinate_refreshes` share refreshes: when many processes
+            need the same refresh, one asks the authority and the others take its token
+            from the cache. ``False`` makes every process refresh on its own. Needs a
+            store that offers refresh leases (the file store does).
+        refresh_timeout: Seconds a coordinated call waits for another process's refresh
+            before it (or one of the other waiters) refreshes instead; a call waits at
+            most twice this long in all. ``None`` waits as long as that refresh lasts.
 
     Attributes:
         store: The :class:`~msal_persist.Store` holding the bytes (for the default file
@@ -76,6 +91,8 @@ class PersistedTokenCache(SyncedCache):
             :class:`~msal_persist.CrossProcessLock` on ``<path>.lockfile``).
         location: The chosen :class:`~msal_persist.CacheLocation` (path and rule), or
             ``None`` when a ``store`` was given.
+        refresh_coordinator: The state of coordinated refreshes (private API; its
+            ``enabled`` says whether refreshes are coordinated).
     """
 
     def __init__(  # noqa: PLR0913 - each option is one documented keyword
@@ -88,6 +105,8 @@ class PersistedTokenCache(SyncedCache):
         store: Store | None = None,
         codec: Codec | None = None,
         encryption: KeySource | bytes | str | None = None,
+        coordinate_refresh: bool = True,
+        refresh_timeout: float | None = DEFAULT_REFRESH_TIMEOUT,
     ) -> None:
         """Resolve the location; nothing is read or written until msal asks."""
         if encryption is not None:
@@ -103,6 +122,8 @@ class PersistedTokenCache(SyncedCache):
         super().__init__(store, codec)
         self.location = location
         self._in_search = threading.local()
+        leases = store if coordinate_refresh and isinstance(store, RefreshLeases) else None
+        self.refresh_coordinator = RefreshCoordinator(leases, refresh_timeout, self._shown)
 
     def __repr__(self) -> str:
         """Show the file (or the store), which is what identifies the cache."""
@@ -129,13 +150,46 @@ class PersistedTokenCache(SyncedCache):
         # code runs during this step, and the flag is down before anything is yielded.
         self._in_search.active = True
         try:
-            first = next(entries)
-        except StopIteration:
-            return
+            first = next(entries, _END)
         finally:
             self._in_search.active = False
-        yield first
-        yield from entries
+        if first is not _END:
+            yield first
+            yield from entries
+        # Reached only when the caller asked past the last entry: for msal's access-token
+        # lookup, that means it found none it can use and will now go to the authority.
+        if credential_type == ACCESS_TOKEN and self._refresh_expected(kwargs):
+            yield from self._await_refresh(credential_type, *args, **kwargs)
+
+    def _refresh_expected(self, kwargs: dict[str, Any]) -> bool:
+        return (
+            self.refresh_coordinator.expecting()
+            and kwargs.get("target") is not None
+            and not self._in_own_transaction()
+        )
+
+    def _in_own_transaction(self) -> bool:
+        # Only the thread in a transaction holds _lock while _depth > 0; if another thread
+        # holds it, this one is not in a transaction.
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            return self._depth > 0
+        finally:
+            self._lock.release()
+
+    def _await_refresh(self, credential_type: str, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        coordinator = self.refresh_coordinator
+        turn = coordinator.take_turn(refresh_key(kwargs.get("query"), kwargs.get("target")))
+        if turn is Turn.ON_OWN:
+            return  # this call refreshes: msal goes on to the authority
+        # We hold the lease. Another refresher may have stored its token since msal's search
+        # (while we waited, or just before we took the lease): offer msal what is there now.
+        # If msal takes a token, it closes this generator here; else nothing usable came.
+        self._refresh()
+        yield from super().search(credential_type, *args, **kwargs)
+        if turn is Turn.WAITED:
+            coordinator.raise_if_failed()
 
     def _get(self, credential_type: str, key: str, default: Any = None) -> Any:
         # msal's ClientApplication reaches this directly (through _get_app_metadata and

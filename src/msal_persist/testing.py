@@ -27,6 +27,15 @@ tell how many requests reached the token endpoint::
         assert "access_token" in result
         assert authority.hits_by_grant == {"refresh_token": 1}
 
+To test what happens when the authority misbehaves, :meth:`LocalAuthority.fail_token_requests`
+makes the next token requests fail with an OAuth error, :attr:`LocalAuthority.token_delay`
+makes every answer wait (a slow or hung authority), and
+:attr:`LocalAuthority.on_token_request` runs your function as each request arrives (to
+announce it, or to hang only the first request of several processes)::
+
+    authority.fail_token_requests("temporarily_unavailable", count=1)
+    authority.token_delay = 0.5
+
 The tokens prove nothing outside these tests: the signing key is public.
 
 For encrypted caches whose key lives in the OS keyring, :func:`secret_service` starts a
@@ -44,7 +53,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qsl, urlsplit
 
@@ -230,6 +239,11 @@ class LocalAuthority:
             carry ``"foci": "1"``, and a refresh token issued to one of them is accepted
             from any other, as Entra ID does. Any other client that presents a family
             refresh token is refused with ``invalid_grant``.
+        token_delay: Seconds each token request waits before it is answered (counted
+            on arrival); ``0`` answers at once. A large value plays a hung authority.
+        on_token_request: Called with the posted form (a ``dict``) as each token request
+            arrives, after it is counted and before it is answered; ``None``: nothing.
+            What it raises reaches msal as a transport error.
     """
 
     def __init__(
@@ -253,8 +267,11 @@ class LocalAuthority:
         self.username = username
         self.access_token_lifetime = access_token_lifetime
         self.family_client_ids = frozenset(family_client_ids)
+        self.token_delay = 0.0
+        self.on_token_request: Callable[[dict[str, str]], object] | None = None
         self._lock = threading.Lock()
         self._hits_by_grant: dict[str, int] = {}
+        self._failures: list[_OAuthError] = []
         self._grants = {
             "authorization_code": self._authorization_code_grant,
             "client_credentials": self._client_credentials_grant,
@@ -293,6 +310,28 @@ class LocalAuthority:
         """Set :attr:`token_endpoint_hits` and :attr:`hits_by_grant` back to zero."""
         with self._lock:
             self._hits_by_grant.clear()
+
+    def fail_token_requests(
+        self,
+        error: str = "temporarily_unavailable",
+        description: str = "LocalAuthority was told to fail this request.",
+        *,
+        status: int = 400,
+        count: int = 1,
+    ) -> None:
+        """Answer the next ``count`` token requests with an OAuth error, whatever they ask.
+
+        The failed requests are counted like any other.
+
+        Args:
+            error: The OAuth ``error`` code, such as ``"invalid_grant"`` or
+                ``"temporarily_unavailable"``.
+            description: The ``error_description``.
+            status: The HTTP status of the error response.
+            count: How many requests fail; more calls add more.
+        """
+        with self._lock:
+            self._failures.extend(_OAuthError(error, description, status) for _ in range(count))
 
     def home_account_id(self, username: str | None = None) -> str:
         """The ``home_account_id`` msal gives the user, the same in every process.
@@ -508,6 +547,13 @@ class LocalAuthority:
         grant_type = form.get("grant_type", "")
         with self._lock:
             self._hits_by_grant[grant_type] = self._hits_by_grant.get(grant_type, 0) + 1
+            failure = self._failures.pop(0) if self._failures else None
+        if self.on_token_request is not None:
+            self.on_token_request(dict(form))
+        if self.token_delay > 0:
+            time.sleep(self.token_delay)
+        if failure is not None:
+            raise failure
         grant = self._grants.get(grant_type)
         if grant is None:
             raise _OAuthError(
