@@ -13,11 +13,10 @@ import argparse
 import contextlib
 import json
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from msal_persist._errors import CacheFileError, DecryptionError, LockTimeoutError
+from msal_persist._errors import CacheFileError, LockTimeoutError
 from msal_persist._file_store import FileStore
 from msal_persist._persistence import FilePersistence
 from msal_persist._schema import ACCOUNT_SECTIONS
@@ -36,7 +35,7 @@ from ._base import (
     resolve,
     say,
 )
-from ._inventory import ENTRY_NAMES, describe_accounts, inventory, matching_accounts
+from ._inventory import ENTRY_NAMES, describe_accounts, matching_accounts, what_clear_deletes
 from ._read import codec_from, inspect, read, read_document
 
 __all__ = ["add_commands", "confirm"]
@@ -114,17 +113,7 @@ def _cmd_clear(args: argparse.Namespace) -> int:
         return _redis.clear(args, confirm)
     path = resolve(args.path, args.app).path
     inspect(path)
-    try:
-        reading = read(path, codec_from(args.key))
-    except DecryptionError as error:
-        # Clearing needs no key: a cache whose key is lost can still be started over.
-        what = f"the file (encrypted with key {error.key_id}, not opened)"
-    else:
-        what = (
-            f"every token ({inventory(reading.decoded.state, time.time()).describe()})"
-            if reading.decoded is not None
-            else f"the file (it is not a valid token cache: {reading.problem})"
-        )
+    what = what_clear_deletes(lambda: read(path, codec_from(args.key)), "file")
     if not confirm(f"Delete {what} in {path}?", assume_yes=args.yes, path=path):
         return ExitCode.FAILED
     store = FileStore(path, lock_timeout=args.lock_timeout)

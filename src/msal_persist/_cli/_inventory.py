@@ -7,11 +7,13 @@ msal writes text, so every field is read through :func:`text`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from msal_persist._codec import Decoded
+from msal_persist._errors import DecryptionError
 from msal_persist._schema import (
     ACCESS_TOKEN,
     ACCOUNT,
@@ -21,6 +23,7 @@ from msal_persist._schema import (
     SECTIONS,
     TOKEN_SECTIONS,
 )
+from msal_persist._settle import Reading
 
 from ._base import plural
 
@@ -34,6 +37,7 @@ __all__ = [
     "left_out",
     "matching_accounts",
     "text",
+    "what_clear_deletes",
 ]
 
 ENTRY_NAMES: Final = {
@@ -222,3 +226,19 @@ def _token_view(section: str, entry: Mapping[str, Any], now: float) -> dict[str,
     view["expires_in"] = None if expires_on is None else int(expires_on - now)
     view["expired"] = None if expires_on is None else expires_on <= now
     return view
+
+
+def what_clear_deletes(read: Callable[[], Reading], thing: str) -> str:
+    """What ``clear`` deletes, in words, from a lock-free read of the cache (the ``thing``).
+
+    Every token when the content is a cache; the ``thing`` itself when it is encrypted
+    under a key not given (clearing needs none: a cache whose key is lost can still be
+    started over) or is no cache at all.
+    """
+    try:
+        reading = read()
+    except DecryptionError as error:
+        return f"the {thing} (encrypted with key {error.key_id}, not opened)"
+    if reading.decoded is None:
+        return f"the {thing} (it is not a valid token cache: {reading.problem})"
+    return f"every token ({inventory(reading.decoded.state, time.time()).describe()})"

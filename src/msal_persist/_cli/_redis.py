@@ -21,7 +21,14 @@ from msal_persist._settle import Reading, read_settled
 from msal_persist._token_cache import PersistedTokenCache
 
 from ._base import PROG, Check, CommandError, ExitCode, duration, plural, say, size
-from ._inventory import ENTRY_NAMES, describe_accounts, inventory, left_out, matching_accounts
+from ._inventory import (
+    ENTRY_NAMES,
+    describe_accounts,
+    inventory,
+    left_out,
+    matching_accounts,
+    what_clear_deletes,
+)
 from ._read import codec_from
 
 if TYPE_CHECKING:
@@ -95,17 +102,7 @@ def clear(args: argparse.Namespace, confirm: Confirm) -> int:
     """``clear``: delete the key under the store's lock, after showing what goes."""
     store = open_store(args, lock_timeout=args.lock_timeout)
     name = store.display_name
-    try:
-        reading = _reading(store, codec_from(args.key))
-    except DecryptionError as error:
-        # Clearing needs no key: a cache whose key is lost can still be started over.
-        what = f"the key (encrypted with key {error.key_id}, not opened)"
-    else:
-        what = (
-            f"every token ({inventory(reading.decoded.state, time.time()).describe()})"
-            if reading.decoded is not None
-            else f"the key (it is not a valid token cache: {reading.problem})"
-        )
+    what = what_clear_deletes(lambda: _reading(store, codec_from(args.key)), "key")
     if not confirm(f"Delete {what} in {name}?", assume_yes=args.yes, path=name):
         return ExitCode.FAILED
     if not PersistedTokenCache(store=store).clear():
