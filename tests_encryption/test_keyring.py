@@ -16,7 +16,7 @@ import secretstorage
 from jeepney.io.blocking import open_dbus_connection
 
 from conftest import start_secret_service
-from msal_persist import DecryptionError, KeyringKey, KeyUnavailableError, PersistedTokenCache
+from msal_persist import KeyringKey, KeyUnavailableError, PersistedTokenCache
 from msal_persist._keys import key_id_of
 from msal_persist.testing import DEFAULT_SCOPES, LocalAuthority
 from process_helpers import run_workers, worker
@@ -153,14 +153,18 @@ def test_an_item_that_holds_no_key_is_refused_and_kept(
 def test_a_deleted_keyring_key_is_a_decryption_error_not_a_new_key(
     secret_service: str, cache_path: Path, name: str
 ) -> None:
+    """A process that finds the cache sealed and no key in the keyring makes no new key."""
     _sign_in(PersistedTokenCache(cache_path, encryption=KeyringKey(name=name)))
     before = cache_path.read_bytes()
     keyring.delete_password("msal-persist", name)
-    with pytest.raises(DecryptionError, match="holds no key") as caught:
-        LocalAuthority().public_client(
-            token_cache=PersistedTokenCache(cache_path, encryption=KeyringKey(name=name))
-        ).get_accounts()
-    assert caught.value.key_id == before[6:14].hex()
+    # Another process: this one remembers the key it used for the life of the process.
+    (out,) = run_workers(
+        [worker("keys", "sign_in", str(cache_path), f"keyring:{name}", "eve@example.test")]
+    )
+    report = json.loads(out)
+    assert report["error"] == "DecryptionError", report
+    assert "holds no key" in report["message"]
+    assert before[6:14].hex() in report["message"]
     assert _items(secret_service, name) == []
     assert cache_path.read_bytes() == before
 
