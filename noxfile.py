@@ -26,7 +26,6 @@ nox.options.sessions = [
     "lint",
     "typecheck",
     "tests",
-    "tests_fast",
     "tests_oldest",
     "interop",
     "encryption",
@@ -88,17 +87,16 @@ def _pytest(session: nox.Session, *paths: str) -> None:
     session.run("coverage", "report", "--fail-under=0")
 
 
+FAST_PYTHON = "3.12"
+"""The Python whose test session installs the "fast" extra (orjson): the codec's other path
+is proven there, on the newest dependencies, and the standard library's on the others,
+without a whole extra run of the suite."""
+
+
 @nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
-    """Run the test suite on the newest dependencies."""
-    _install_tests(session)
-    _pytest(session, "tests")
-
-
-@nox.session(python="3.12")
-def tests_fast(session: nox.Session) -> None:
-    """Run the test suite with the optional orjson codec (the "fast" extra)."""
-    _install_tests(session, project=".[fast]")
+    """Run the test suite on the newest dependencies (with orjson on FAST_PYTHON)."""
+    _install_tests(session, project=".[fast]" if session.python == FAST_PYTHON else ".")
     _pytest(session, "tests")
 
 
