@@ -142,6 +142,7 @@ def serve_round(command: dict[str, Any]) -> dict[str, Any] | None:
         meter.reset()
     recorder.recording = True
     start = now()
+    cpu_start = time.process_time()
     deadline = start + float(command["max_seconds"])
     for _ in range(int(command["refreshes"]) if app is not None else 0):
         began = time.perf_counter()
@@ -165,6 +166,7 @@ def serve_round(command: dict[str, Any]) -> dict[str, Any] | None:
         except Exception as error:
             errors.append(f"save at exit: {type(error).__name__}: {error}"[:200])
     end = now()
+    cpu = time.process_time() - cpu_start
     recorder.recording = False
 
     report: dict[str, Any] = {
@@ -175,6 +177,7 @@ def serve_round(command: dict[str, Any]) -> dict[str, Any] | None:
         "last_refresh_token": authority.last_refresh_token if authority else None,
         "writes": contender.writes() if contender else 0,
         "lock_intervals": recorder.intervals,
+        "cpu": cpu,
     }
     if meter is not None:
         meter.undo()

@@ -131,6 +131,7 @@ def profile_contention(tmp: Path, rounds: int) -> None:
                     totals[label] = totals.get(label, 0.0) + spent
                     calls[label] = calls.get(label, 0) + meter["calls"][label]
         hold = sum(r["lock_held"] for r in runs) / holds
+        cpu_all = median_of(r["cpu_per_acquisition"] for r in runs)
         cpu = sum(r["lock_hold_cpu"] for r in runs) / holds
         print(
             f"\n## contention: {processes} processes x {refreshes} forced refreshes, "
@@ -145,7 +146,8 @@ def profile_contention(tmp: Path, rounds: int) -> None:
             f"per hold: wall {hold * 1e3:.2f} ms, of which on CPU {cpu * 1e3:.2f} ms; handoff gap "
             f"p50 {percentile(gaps, 50) * 1e3:.2f} ms, p99 {percentile(gaps, 99) * 1e3:.2f} ms; "
             f"next holder = previous holder in "
-            f"{sum(r['lock_same_holder'] for r in runs) / holds:.0%} of holds"
+            f"{sum(r['lock_same_holder'] for r in runs) / holds:.0%} of holds; CPU of all "
+            f"workers per acquisition {cpu_all * 1e3:.2f} ms"
         )
         print("| function | calls/acquisition | ms/acquisition |")
         print("|---|---|---|")

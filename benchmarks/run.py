@@ -13,6 +13,7 @@ report (Markdown) goes to stdout and to ``benchmarks/results/latest.md``. See DE
 from __future__ import annotations
 
 import argparse
+import fcntl
 import gc
 import json
 import math
@@ -217,17 +218,34 @@ def run_write(
 
 
 def run_floor(state: str, ops: int, tmp_root: str) -> dict[str, float]:
-    """The physical floor of one write: compact C-encoder JSON, temp file, fsync, replace."""
+    """The interoperable write floor: what one write must do to keep the invariants.
+
+    One bare loop, nothing else: create the lock file exclusively, take its OS lock (flock,
+    as portalocker does), encode the document compactly with the standard library's C
+    encoder, write a temp file, fsync it, ``os.replace`` it over the cache, fsync the
+    directory, then unlink and close the lock file. The parts are timed alone too.
+    """
     document = json.loads(state)
     with tempfile.TemporaryDirectory(dir=tmp_root, prefix="bench-floor-") as directory:
-        target = Path(directory) / CACHE_NAME
-        temp = Path(directory) / f".{CACHE_NAME}.tmp"
+        target = os.path.join(directory, CACHE_NAME)
+        temp = os.path.join(directory, f".{CACHE_NAME}.tmp")
+        lock_path = f"{target}.lockfile"
+        lock_flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
         def encode() -> bytes:
             return json.dumps(document, separators=(",", ":")).encode()
 
-        def write(data: bytes, *, directory_fsync: bool) -> None:
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        def lock() -> int:
+            fd = os.open(lock_path, lock_flags, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+
+        def unlock(fd: int) -> None:
+            os.unlink(lock_path)
+            os.close(fd)
+
+        def write(data: bytes) -> None:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
             try:
                 view = memoryview(data)
                 while view:
@@ -236,18 +254,25 @@ def run_floor(state: str, ops: int, tmp_root: str) -> dict[str, float]:
             finally:
                 os.close(fd)
             os.replace(temp, target)
-            if directory_fsync:
-                dir_fd = os.open(directory, os.O_RDONLY)
-                try:
-                    os.fsync(dir_fd)
-                finally:
-                    os.close(dir_fd)
+            dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+
+        def floor() -> None:
+            fd = lock()
+            try:
+                write(encode())
+            finally:
+                unlock(fd)
 
         data = encode()
         return {
-            "floor": timed(lambda: write(encode(), directory_fsync=False), ops, 30.0),
-            "floor_dir": timed(lambda: write(encode(), directory_fsync=True), ops, 30.0),
+            "floor": timed(floor, ops, 30.0),
             "encode": timed(encode, ops, 30.0),
+            "lock": timed(lambda: unlock(lock()), ops * 10, 5.0, batch=10),
+            "write": timed(lambda: write(data), ops, 30.0),
             "bytes": float(len(data)),
         }
 
@@ -344,6 +369,9 @@ def _collect(kind: str, path: Path, outcomes: list[Outcome]) -> dict[str, Any]:
         "file": file_state,
         "lock_give_ups": lock_give_ups,
         "writes": sum(r["writes"] for r in good),
+        # CPU of every worker (holders and waiters) per acquisition: what waiting costs on
+        # a machine whose cores the holder needs.
+        "cpu_per_acquisition": sum(r.get("cpu", 0.0) for r in good) / max(acquisitions, 1),
         "lock_contended": sum(lock["contended"] for lock in locks),
         "lock_acquisitions": sum(lock["acquisitions"] for lock in locks),
         "lock_waited": sum(lock["waited"] for lock in locks),
@@ -405,9 +433,13 @@ def measure(settings: Settings, tmp_root: str) -> dict[str, Any]:
     writes_per: dict[str, dict[str, list[float]]] = {
         size: {k: [] for k in CONTENDERS} for size in states
     }
-    floors: dict[str, list[dict[str, float]]] = {size: [] for size in states}
+    floors: dict[str, list[dict[str, float]]] = {size: [] for size in (*states, "serial")}
+    # The serial floor: one interoperable write of the document the biggest contention
+    # run ends with (one account per process), per hold, back to back.
+    serial_state = build_state(max(settings.contention_procs))
     for rep in range(settings.reps):
         progress(f"single-process workloads, repetition {rep + 1}/{settings.reps}")
+        floors["serial"].append(run_floor(serial_state, settings.floor_small_ops, tmp_root))
         for size, state in states.items():
             floor_ops = settings.floor_small_ops if size == "small" else settings.floor_large_ops
             floors[size].append(run_floor(state, floor_ops, tmp_root))
@@ -644,41 +676,47 @@ def report(
     add("")
 
     # Floor table.
-    add("## Write floor and the write path in multiples of it")
+    add("## The interoperable write floor, and the write path in multiples of it")
     add("")
     add(
-        "| cache | floor (encode + temp + fsync + replace) | of which encode "
-        "| floor + directory fsync | in-memory refresh | budget: in-memory + 1.5 x floor "
+        "The floor is a bare loop doing what one write must do to keep the invariants: lock "
+        "file created, OS-locked, unlinked; compact standard-library encode; temp file, "
+        "fsync, `os.replace`; directory fsync. Its parts are also timed alone."
+    )
+    add("")
+    add(
+        "| cache | floor | lock file alone | encode alone | write alone (temp + fsync + "
+        "replace + dir fsync) | in-memory refresh | budget: in-memory + 1.3 x floor "
         "| msal-persist refresh | (persist - in-memory) ÷ floor |"
     )
-    add("|---|---|---|---|---|---|---|---|")
+    add("|---|---|---|---|---|---|---|---|---|")
     for size in ("small", "large"):
         f = floor[size]
         mem, persist = write[size][MEMORY], write[size][PERSIST]
-        budget = mem + 1.5 * f["floor"]
+        budget = mem + 1.3 * f["floor"]
         add(
-            f"| {names[size]} | {fmt_time(f['floor'])} | {fmt_time(f['encode'])} | "
-            f"{fmt_time(f['floor_dir'])} | {fmt_time(mem)} | {fmt_time(budget)} | "
-            f"{fmt_time(persist)} | {(persist - mem) / f['floor']:.2f} |"
+            f"| {names[size]} | {fmt_time(f['floor'])} | {fmt_time(f['lock'])} | "
+            f"{fmt_time(f['encode'])} | {fmt_time(f['write'])} | {fmt_time(mem)} | "
+            f"{fmt_time(budget)} | {fmt_time(persist)} | {(persist - mem) / f['floor']:.2f} |"
         )
     add("")
 
-    for size in ("small", "large"):
+    for size, within in (("small", 1.2), ("large", 1.05)):
         ratio = hit[size][PERSIST] / hit[size][MEMORY]
         targets.append(
             (
-                f"cache hit, {names[size]}: within 15 % of in-memory",
+                f"cache hit, {names[size]}: within {within}x in-memory",
                 f"{ratio:.3f}x ({(ratio - 1) * 100:+.1f} %)",
-                ratio <= 1.15,
+                ratio <= within,
             )
         )
-    for size, needed in (("small", 2.5), ("large", 6.0)):
+    for size, needed in (("small", 3.0), ("large", 8.0)):
         f = floor[size]["floor"]
         mem, persist = write[size][MEMORY], write[size][PERSIST]
-        budget = mem + 1.5 * f
+        budget = mem + 1.3 * f
         targets.append(
             (
-                f"forced refresh, {names[size]}: ≤ in-memory + 1.5 x floor",
+                f"forced refresh, {names[size]}: ≤ in-memory + 1.3 x floor",
                 (
                     f"{fmt_time(persist)} vs budget {fmt_time(budget)} "
                     f"({(persist - mem) / f:.2f} x floor above in-memory)"
@@ -729,7 +767,8 @@ def report(
         add(
             f"| {processes} | *msal-persist ÷ msal-extensions* | | "
             f"{fmt_ratio(persist_rate / ext_rate)} | | | | "
-            f"persist ÷ in-memory throughput {fmt_ratio(persist_rate / mem_rate)} |"
+            f"persist ÷ in-memory throughput {fmt_ratio(persist_rate / mem_rate)}; "
+            f"persist ÷ serial floor {persist_rate * floor['serial']['floor']:.0%} |"
         )
     add("")
     worst_lost = max(
@@ -749,9 +788,21 @@ def report(
     )
     targets.append(
         (
-            f"contention, {biggest} processes: ≥ 10x msal-extensions throughput",
+            f"contention, {biggest} processes: ≥ 4x msal-extensions throughput",
             f"{speedup:.2f}x",
-            speedup >= 10,
+            speedup >= 4,
+        )
+    )
+    serial = floor["serial"]["floor"]
+    share = median([r["rate"] for r in contention[biggest][PERSIST]]) * serial
+    targets.append(
+        (
+            (
+                f"contention, {biggest} processes: ≥ 70 % of the serial floor "
+                f"(1 / {fmt_time(serial)} = {1 / serial:.0f} writes/s)"
+            ),
+            f"{share:.0%}",
+            share >= 0.7,
         )
     )
 
@@ -872,6 +923,8 @@ def _process_notes(runs: list[dict[str, Any]], kind: str) -> str:
     if kind in {EXTENSIONS, PERSIST}:
         writes = median([r["writes"] / max(r["acquisitions"], 1) for r in runs])
         notes.append(f"{writes:.2f} writes/acq (incl. sign-in)")
+        cpu = median([r["cpu_per_acquisition"] for r in runs])
+        notes.append(f"CPU of all workers {fmt_time(cpu)}/acq")
         notes.append(_lock_note(runs))
     return "; ".join(notes)
 
