@@ -35,8 +35,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Final
 
-import portalocker
-
 from ._errors import CacheFileError, LockTimeoutError
 from ._files import FILE_MODE, make_private_directories
 from ._inotify import DirectoryWatch
@@ -45,10 +43,10 @@ from ._stale import (
     HELD_HERE,
     NO_PID_GRACE,
     STALE_CHECK_AFTER,
-    Descriptor,
     StaleWatch,
     Verdict,
     names_inode,
+    os_unlock,
     recorded_pid,
     try_os_lock,
     unlink_if_present,
@@ -59,6 +57,7 @@ from ._waiting import (
     Contention,
     Waiter,
     bounded,
+    gap_wait,
     note_release,
     step_aside,
 )
@@ -126,6 +125,7 @@ class CrossProcessLock:
         if stale_grace < 0:
             raise ValueError(f"stale_grace must be >= 0, not {stale_grace!r}")
         self.path: Final = Path(os.path.abspath(os.path.expanduser(os.fspath(path))))
+        self._path_text = str(self.path)
         self.timeout = timeout
         self.stale_grace = stale_grace
         self.acquisitions = 0
@@ -232,6 +232,9 @@ class CrossProcessLock:
     def _take_thread_lock(self, deadline: float | None, timeout: float | None) -> None:
         # Threads of this process queue here instead of on the file system. The wait comes
         # in short slices so that a held-back Ctrl-C gets in between them.
+        if self._thread_lock.acquire(blocking=False):  # the usual case: nobody to wait for
+            self._owner = threading.get_ident()
+            return
         while not self._thread_lock.acquire(timeout=bounded(_THREAD_WAIT, deadline)):
             if deadline is not None and time.monotonic() >= deadline:
                 raise LockTimeoutError(str(self.path), timeout or 0.0, os.getpid())
@@ -249,9 +252,7 @@ class CrossProcessLock:
                 if self._held_inode is not None:
                     HELD_HERE.discard(self._held_inode)
                 try:
-                    portalocker.unlock(Descriptor(fd))
-                except (OSError, portalocker.exceptions.LockException):
-                    pass  # closing the descriptor below drops the OS lock anyway
+                    os_unlock(fd)
                 finally:
                     os.close(fd)
         if self._owner is not None:
@@ -259,7 +260,6 @@ class CrossProcessLock:
             self._thread_lock.release()
 
     def _delete_lock_file(self, fd: int) -> None:
-        note_release(self._contention, fd, self._record_length)
         try:
             # Unlink while still holding the OS lock: a waiter that opened the old inode and
             # gets its OS lock after us finds the path no longer names it and retries,
@@ -268,12 +268,15 @@ class CrossProcessLock:
             # the path names now: leave it to the stale rules rather than risk deleting
             # another holder's (this process breaks its own leftover at once).
             try:
-                st = os.lstat(self.path)
+                st = os.lstat(self._path_text)
             except FileNotFoundError:
                 st = None
             if st is not None and (st.st_dev, st.st_ino) == self._held_inode:
-                unlink_if_present(self.path)
+                # The path names our file: its size tells whether waiters marked it.
+                note_release(self._contention, st.st_size, self._record_length)
+                unlink_if_present(self._path_text)
             else:
+                note_release(self._contention, _size_of(fd), self._record_length)
                 _LOG.warning("lock file %s was replaced by another process while held", self._shown)
         except OSError as error:
             _LOG.warning(
@@ -284,7 +287,14 @@ class CrossProcessLock:
 
     def _acquire_file(self, deadline: float | None, timeout: float | None) -> bool:
         """Loop until this process holds the lock file; return whether it had to wait."""
-        step_aside(self._contention, self._watch, self.path, deadline)
+        contention = self._contention
+        now = time.monotonic()
+        if now >= contention.yield_until and not gap_wait(now, contention.since, contention.last):
+            # Nothing to give way to: one attempt before any waiting machinery is set up.
+            fd = self._create()
+            if fd is not None and self._lock_created(fd, deadline, timeout):
+                return False
+        step_aside(contention, self._watch, self.path, deadline)
         waiter = Waiter(self.path, self._contention, self._watch, deadline)
         watch = StaleWatch(self.path, self._shown)
         try:
@@ -322,13 +332,13 @@ class CrossProcessLock:
     def _create(self) -> int | None:
         """Create the lock file exclusively; ``None`` if something is at the path already."""
         try:
-            return os.open(self.path, _CREATE_FLAGS, FILE_MODE)
+            return os.open(self._path_text, _CREATE_FLAGS, FILE_MODE)
         except FileExistsError:
             return None
         except FileNotFoundError:
             try:
                 make_private_directories(self.path.parent)
-                return os.open(self.path, _CREATE_FLAGS, FILE_MODE)
+                return os.open(self._path_text, _CREATE_FLAGS, FILE_MODE)
             except FileExistsError:
                 return None
             except OSError as error:
@@ -347,21 +357,22 @@ class CrossProcessLock:
             created = os.fstat(fd)
             inode = (created.st_dev, created.st_ino)
             HELD_HERE.add(inode)
-            # The umask filtered the creation mode; peers must be able to hand in tickets.
-            os.fchmod(fd, FILE_MODE)
+            if created.st_mode & 0o777 != FILE_MODE:
+                # The umask filtered the creation mode; peers must be able to hand in tickets.
+                os.fchmod(fd, FILE_MODE)
             # Record the holder before anything else, so a waiter examining the file always
             # finds a live pid in it and leaves it alone.
-            record = f"{os.getpid()} {sys.argv[0] if sys.argv else ''}".encode()
+            record = _holder_record()
             _write_all(fd, record)
             self._record_length = len(record)
-            while not try_os_lock(fd, self.path):
+            while not try_os_lock(fd, self._path_text):
                 # Someone is examining this new file (a stale check holds the OS lock for
                 # microseconds); wait for them, not for the full poll interval.
                 if deadline is not None and time.monotonic() >= deadline:
                     raise LockTimeoutError(str(self.path), timeout or 0.0, None)
                 with interruptible():
                     time.sleep(FIRST_POLL)
-            if not names_inode(self.path, inode):
+            if not names_inode(self._path_text, inode):
                 # A breaker removed the file between our create and our lock. Whoever owns
                 # the path now is the holder; ours is an orphan.
                 HELD_HERE.discard(inode)
@@ -398,6 +409,25 @@ class CrossProcessLock:
             self._fd = None
         self._owner = None
         self._thread_lock = threading.Lock()
+
+
+_RECORD: list[tuple[int, bytes]] = []
+"""This process's lock file record, made once per pid (a forked child has its own)."""
+
+
+def _holder_record() -> bytes:
+    """``"<pid> <argv0>"``, what msal-extensions records too."""
+    pid = os.getpid()
+    if not _RECORD or _RECORD[0][0] != pid:
+        _RECORD[:] = [(pid, f"{pid} {sys.argv[0] if sys.argv else ''}".encode())]
+    return _RECORD[0][1]
+
+
+def _size_of(fd: int) -> int:
+    try:
+        return os.fstat(fd).st_size
+    except OSError:
+        return 0  # only the courtesy of stepping aside depends on the size
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -85,6 +85,11 @@ class FilePersistence:
         self.loads = 0
         self.saves = 0
         self._shown = printable(self.path)
+        # Strings for the paths every load and save use: pathlib costs more than the
+        # system calls themselves on tmpfs.
+        self._path_text = str(self.path)
+        self._temp_prefix = os.path.join(self.path.parent, f".{self.path.name}.")
+        self._directory_text = str(self.path.parent)
         self._warned_links = False
         self._warned_mode = False
 
@@ -115,7 +120,7 @@ class FilePersistence:
                 link, which is never followed). A FIFO never blocks the call.
         """
         try:
-            fd, st = open_regular(self.path, os.O_RDONLY)
+            fd, st = open_regular(self._path_text, os.O_RDONLY)
         except NotRegularFileError as error:
             raise self._not_regular("read", error.kind) from None
         except OSError as error:
@@ -164,9 +169,7 @@ class FilePersistence:
         """
         if not self._refuse_read_only("write"):
             self._ensure_directory()
-        temp = self.path.with_name(
-            f".{self.path.name}.{os.getpid()}-{secrets.token_hex(4)}{_TEMP_SUFFIX}",
-        )
+        temp = f"{self._temp_prefix}{os.getpid()}-{secrets.token_hex(4)}{_TEMP_SUFFIX}"
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
         with deferred_interrupts():  # the temp file must never outlive this call
             try:
@@ -188,7 +191,7 @@ class FilePersistence:
         _LOG.debug("wrote %d bytes to %s", len(data), self._shown)
         return fingerprint
 
-    def _fill_and_replace(self, fd: int, temp: Path, data: bytes) -> Fingerprint:
+    def _fill_and_replace(self, fd: int, temp: str, data: bytes) -> Fingerprint:
         try:
             # The umask filtered os.open's mode: 0277 would make the file read-only for
             # its owner, and every later write would fail.
@@ -198,7 +201,7 @@ class FilePersistence:
                 view = view[os.write(fd, view) :]
             if self.fsync:
                 os.fsync(fd)
-            os.replace(temp, self.path)
+            os.replace(temp, self._path_text)
             # Stamp the file with the moment it became visible, not the earlier moment its
             # bytes were written: peers such as msal-extensions reload only when the mtime is
             # later than the clock they read after their last load, and would otherwise miss
@@ -220,7 +223,7 @@ class FilePersistence:
         that would rather do it after releasing a lock.
         """
         if self.fsync:
-            _fsync_directory(self.path.parent)
+            _fsync_directory(self._directory_text)
 
     def quarantine(self) -> Path | None:
         """Move the current file aside to ``<path>.corrupt-<UTC timestamp>``; keep its bytes.
@@ -392,7 +395,7 @@ class FilePersistence:
         # ignores permission bits anyway), or a symlink for a file that then diverges from
         # the link's target; honour the owner's intent explicitly.
         try:
-            st = os.lstat(self.path)
+            st = os.lstat(self._path_text)
         except OSError:
             return False
         if not stat.S_ISREG(st.st_mode):
@@ -415,14 +418,14 @@ class FilePersistence:
             raise CacheFileError.from_os_error(parent, "create the directory of", error) from None
 
 
-def _unlink_quietly(path: Path) -> None:
+def _unlink_quietly(path: Path | str) -> None:
     try:
         os.unlink(path)
     except OSError:
         pass
 
 
-def _fsync_directory(directory: Path) -> None:
+def _fsync_directory(directory: str) -> None:
     # Makes the rename durable. Some platforms and file systems refuse to open or fsync a
     # directory; atomicity does not depend on this step, so a refusal is not an error.
     try:

@@ -20,7 +20,7 @@ import contextlib
 import signal
 import threading
 from collections.abc import Callable, Iterator
-from types import FrameType
+from types import FrameType, TracebackType
 from typing import Any, Final
 
 __all__ = ["checkpoint", "deferred_interrupts", "interruptible"]
@@ -68,30 +68,41 @@ def _install() -> None:
         _swap(_SIGINT, previous)
 
 
-@contextlib.contextmanager
-def deferred_interrupts() -> Iterator[None]:
+class deferred_interrupts:  # noqa: N801 - used like the function it replaced: a with block
     """Hold SIGINT back for the duration of the block; deliver it at the end.
 
     Nested blocks deliver at the end of the outermost one. Code that must undo a step when
-    interrupted catches the exception raised on exit, as it would any other.
+    interrupted catches the exception raised on exit, as it would any other. (A class, not a
+    generator: every lock and every write passes through here several times.)
     """
-    try:
-        previous = _swap(_SIGINT, _hold)
-    except ValueError:  # not the main thread: Python runs no signal handler here
-        yield
-        return
-    if previous is _hold:  # nested, or inside interruptible()'s re-install
-        yield
-        return
-    if not callable(previous):  # SIG_DFL or SIG_IGN: no Python exception to hold back
-        _swap(_SIGINT, previous)
-        yield
-        return
-    _Deferral.previous = previous
-    try:
-        yield
-    finally:
-        _restore()
+
+    __slots__ = ("_outermost",)
+
+    def __enter__(self) -> None:
+        """Swap in the handler that only remembers a SIGINT (the first call made here)."""
+        self._outermost = False
+        try:
+            previous = _swap(_SIGINT, _hold)
+        except ValueError:  # not the main thread: Python runs no signal handler here
+            return
+        if previous is _hold:  # nested, or inside interruptible()'s re-install
+            return
+        if not callable(previous):  # SIG_DFL or SIG_IGN: no Python exception to hold back
+            _swap(_SIGINT, previous)
+            return
+        _Deferral.previous = previous
+        self._outermost = True
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Put the application's handler back and hand it a SIGINT that came meanwhile."""
+        if self._outermost:
+            self._outermost = False
+            _restore()
 
 
 @contextlib.contextmanager

@@ -25,10 +25,13 @@ protocol uses them to take the lock, this module to judge a holder.
 from __future__ import annotations
 
 import enum
+import errno
+import fcntl
 import logging
 import os
 import stat
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
@@ -47,6 +50,7 @@ __all__ = [
     "Verdict",
     "lock_file_refusal",
     "names_inode",
+    "os_unlock",
     "read_pid",
     "recorded_pid",
     "try_os_lock",
@@ -63,6 +67,9 @@ NO_PID_GRACE: Final = 2.0
 _RECORD_BYTES: Final = 64
 """How much of a lock file is read to find its holder's pid (the record is "<pid> <argv0>")."""
 _NON_BLOCKING: Final = portalocker.LockFlags.EXCLUSIVE | portalocker.LockFlags.NON_BLOCKING
+_LOCK_EX_NB: Final = fcntl.LOCK_EX | fcntl.LOCK_NB
+_LOCK_UN: Final = fcntl.LOCK_UN
+_HELD_ERRNOS: Final = frozenset({errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK})
 
 HELD_HERE: Final[set[tuple[int, int]]] = set()
 """(device, inode) of every lock file some instance in this process holds or is taking."""
@@ -137,7 +144,7 @@ class StaleWatch:
             try:
                 return self._break_unless_alive(fd, st, now - self._since, stale_grace)
             finally:
-                portalocker.unlock(Descriptor(fd))
+                os_unlock(fd)
         except OSError as error:
             if isinstance(error, CacheFileError):
                 raise
@@ -212,12 +219,48 @@ class Descriptor:
         return self._fd
 
 
-def try_os_lock(fd: int, path: Path) -> bool:
+def try_os_lock(fd: int, path: Path | str) -> bool:
     """Take the exclusive OS lock on ``fd`` without waiting; ``False`` if someone holds it.
+
+    The lock is portalocker's: the primitive its ``LOCKER`` names (``fcntl.flock`` unless
+    the application chose ``fcntl.lockf``), called directly with the flags portalocker
+    would pass, which skips the flag checks it repeats at every call.
 
     Raises:
         CacheFileError: The file system refuses OS locks on the lock file.
     """
+    locker = _os_locker()
+    if locker is None:
+        return _try_portalocker(fd, path)
+    try:
+        locker(fd, _LOCK_EX_NB)
+    except OSError as error:
+        if error.errno in _HELD_ERRNOS:
+            return False
+        raise CacheFileError(str(path), "lock", error.strerror or str(error)) from None
+    return True
+
+
+def os_unlock(fd: int) -> None:
+    """Drop the OS lock :func:`try_os_lock` took on ``fd`` (closing ``fd`` drops it too)."""
+    locker = _os_locker()
+    try:
+        if locker is None:
+            portalocker.unlock(Descriptor(fd))
+        else:
+            locker(fd, _LOCK_UN)
+    except (OSError, portalocker.exceptions.LockException):
+        pass  # closing the descriptor drops the OS lock anyway
+
+
+def _os_locker() -> Callable[[int, int], object] | None:
+    # Read at each call: portalocker lets applications reassign LOCKER, and we must take the
+    # same lock as every other portalocker user in the process and among the peers.
+    locker = getattr(portalocker.portalocker, "LOCKER", None)
+    return locker if locker is fcntl.flock or locker is fcntl.lockf else None
+
+
+def _try_portalocker(fd: int, path: Path | str) -> bool:
     try:
         portalocker.lock(Descriptor(fd), _NON_BLOCKING)
     except portalocker.exceptions.AlreadyLocked:
@@ -256,7 +299,7 @@ def recorded_pid(path: Path) -> int | None:
         os.close(fd)
 
 
-def names_inode(path: Path, inode: tuple[int, int]) -> bool:
+def names_inode(path: Path | str, inode: tuple[int, int]) -> bool:
     """Whether ``path`` itself (not a link's target) still names ``(device, inode)``."""
     try:
         st = os.lstat(path)
@@ -265,7 +308,7 @@ def names_inode(path: Path, inode: tuple[int, int]) -> bool:
     return (st.st_dev, st.st_ino) == inode
 
 
-def unlink_if_present(path: Path) -> None:
+def unlink_if_present(path: Path | str) -> None:
     """Delete ``path``; already gone is fine (another breaker or the holder was first)."""
     try:
         os.unlink(path)

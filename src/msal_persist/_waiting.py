@@ -295,15 +295,11 @@ def step_aside(
             events.wait(CAME, left)
 
 
-def note_release(contention: Contention, fd: int, record_length: int) -> None:
-    """At a release, remember to step aside if waiters marked the lock file ``fd``.
+def note_release(contention: Contention, size: int, record_length: int) -> None:
+    """At a release, remember to step aside if waiters marked the lock file (``size`` bytes).
 
     Without that, a holder that locks again at once would starve those who waited.
     """
-    try:
-        size = os.fstat(fd).st_size
-    except OSError:
-        return  # only this courtesy depends on the size, not the release
     if waiters_marked(size, record_length):
         contention.released_to_waiters(time.monotonic())
 
