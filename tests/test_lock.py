@@ -252,3 +252,33 @@ def test_back_to_back_holders_take_turns(tmp_path: Path, lock_path: Path) -> Non
     # one (94-119 there). A quarter stays clear of both.
     handovers = sum(before != after for before, after in itertools.pairwise(order))
     assert handovers >= processes * rounds // 4, order
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="waiters use Linux inotify")
+def test_waiters_far_back_in_line_nap_yet_nobody_is_starved(
+    tmp_path: Path, lock_path: Path
+) -> None:
+    """With many waiters, those further back sleep through releases, and still get turns.
+
+    Twelve processes on 2 cores lock back to back: most waiters stand at place 2 or later,
+    where they nap instead of waking at every release. Every one of them keeps coming back:
+    between two turns of a process, the others take a bounded number of turns.
+    """
+    log = tmp_path / "order"
+    processes, rounds = 12, 15
+    args = (str(lock_path), str(log), str(rounds), str(processes))
+    run_workers([worker("lock", "take_turns", *args) for _ in range(processes)])
+    order = log.read_text().split()
+    assert len(order) == processes * rounds
+    assert len(set(order)) == processes
+    positions: dict[str, list[int]] = {}
+    for index, pid in enumerate(order):
+        positions.setdefault(pid, []).append(index)
+    # Round robin gives processes - 1 turns of others in between; a process starved by the
+    # naps of others, or napping past its turn for good, would see many rounds go by.
+    longest = max(
+        later - earlier - 1
+        for turns in positions.values()
+        for earlier, later in itertools.pairwise(turns)
+    )
+    assert longest <= 6 * processes, (longest, order)

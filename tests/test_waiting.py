@@ -26,6 +26,7 @@ from msal_persist._waiting import (
     MAX_PLACE,
     MAX_POLL,
     MAX_WAKE_WAIT,
+    NAP_SHARE,
     QUICK_RETRIES,
     STILL_CONTENDED,
     SUSTAINED_CONTENTION,
@@ -37,6 +38,7 @@ from msal_persist._waiting import (
     bounded,
     gap_wait,
     mark,
+    nap_time,
     next_poll,
     place_in_line,
     poll_pause,
@@ -161,6 +163,41 @@ def test_contention_spells_start_after_a_pause() -> None:
     later = 10.0 + STILL_CONTENDED / 2 + 2 * STILL_CONTENDED
     contention.note(later)
     assert (contention.since, contention.last) == (later, later)
+
+
+# Napping through releases further back in line
+
+
+def test_the_next_in_line_and_a_waiter_without_a_measure_never_nap() -> None:
+    """Place 0 and 1 watch every release; without a measured period nobody naps."""
+    assert nap_time(0, 0.002) == 0.0
+    assert nap_time(1, 0.002) == 0.0
+    assert nap_time(5, 0.0) == 0.0
+
+
+def test_a_nap_covers_a_share_of_the_releases_ahead_and_stays_bounded() -> None:
+    """A waiter at place p sleeps through NAP_SHARE of the p - 1 releases before its turn."""
+    assert nap_time(2, 0.002) == pytest.approx(NAP_SHARE * 0.002)
+    assert nap_time(9, 0.002) == pytest.approx(8 * NAP_SHARE * 0.002)
+    # Back before its turn: strictly less than the time the line needs to reach it.
+    for place in range(2, MAX_PLACE + 1):
+        assert nap_time(place, 0.003) < (place - 1) * 0.003
+    assert nap_time(MAX_PLACE, 1.0) == MAX_WAKE_WAIT
+
+
+def test_release_period_follows_back_to_back_releases_only() -> None:
+    """The period is measured from releases close together; a long pause measures nothing."""
+    contention = Contention()
+    contention.saw_release(10.0)
+    assert contention.period == 0.0  # one release: no interval yet
+    contention.saw_release(10.004)
+    assert contention.period == pytest.approx(0.004)
+    contention.saw_release(10.006)
+    assert contention.period == pytest.approx(0.003)
+    contention.saw_release(20.0)  # a pause: not a measure of the line's pace
+    assert contention.period == pytest.approx(0.003)
+    contention.forget()
+    assert contention.period == 0.0
 
 
 # Stepping aside

@@ -42,6 +42,7 @@ __all__ = [
     "MAX_PLACE",
     "MAX_POLL",
     "MAX_WAKE_WAIT",
+    "NAP_SHARE",
     "QUICK_RETRIES",
     "STILL_CONTENDED",
     "SUSTAINED_CONTENTION",
@@ -54,6 +55,7 @@ __all__ = [
     "bounded",
     "gap_wait",
     "mark",
+    "nap_time",
     "next_poll",
     "note_release",
     "place_in_line",
@@ -99,6 +101,9 @@ STILL_CONTENDED: Final = 0.25
 
 QUICK_RETRIES: Final = 64
 """Retries without a pause (the lock file vanished under us) before the next one sleeps."""
+
+NAP_SHARE: Final = 0.5
+"""Share of the releases still ahead of it that a waiter far back in line sleeps through."""
 
 
 def mark(started_ns: int) -> bytes:
@@ -154,6 +159,21 @@ def gap_wait(now: float, contended_since: float, contended_last: float) -> float
     return GAP_LENGTH - phase if phase < GAP_LENGTH else 0.0
 
 
+def nap_time(place: int, period: float) -> float:
+    """Seconds a waiter at ``place`` may sleep without watching the lock (0.0: none).
+
+    Every release wakes every watching waiter, and on a machine with fewer cores than
+    waiters their wake-ups take the CPU the holder needs. A waiter with others ahead of it
+    sleeps through :data:`NAP_SHARE` of the releases still to come before its turn
+    (``period`` is the time between two releases, as seen lately), then tries and watches
+    again: it is back well before its turn, and only the waiter next in line watches each
+    release closely.
+    """
+    if place < 2 or period <= 0:
+        return 0.0
+    return min((place - 1) * period * NAP_SHARE, MAX_WAKE_WAIT)
+
+
 def next_poll(poll: float) -> float:
     """The poll interval after ``poll``: doubled, up to :data:`MAX_POLL`."""
     return min(poll * 2, MAX_POLL)
@@ -182,9 +202,10 @@ class Contention:
         since: When the current spell of contention began (-1.0: none yet).
         last: When this lock last met contention (-1.0: never).
         yield_until: Until when this lock leaves the lock file to others after a release.
+        period: Seconds between two releases by others, lately (0.0: not known).
     """
 
-    __slots__ = ("last", "since", "yield_until")
+    __slots__ = ("last", "last_release", "period", "since", "yield_until")
 
     def __init__(self) -> None:
         """Start with no history."""
@@ -194,12 +215,22 @@ class Contention:
         """Drop the history (a forked child's waits are its own)."""
         self.since = self.last = -1.0
         self.yield_until = 0.0
+        self.last_release = -1.0
+        self.period = 0.0
 
     def note(self, now: float) -> None:
         """Record contention at ``now``; a pause past :data:`STILL_CONTENDED` starts a new spell."""
         if now - self.last > STILL_CONTENDED:
             self.since = now
         self.last = now
+
+    def saw_release(self, now: float) -> None:
+        """Record a release by another holder, seen while waiting at ``now``."""
+        gap = now - self.last_release
+        self.last_release = now
+        if gap > MAX_WAKE_WAIT:
+            return  # not back to back: no measure of how fast the line moves
+        self.period = gap if self.period <= 0 else (self.period + gap) / 2
 
     def released_to_waiters(self, now: float) -> None:
         """Record a release others waited for: step aside for :data:`YIELD_TIME` from ``now``."""
@@ -265,18 +296,30 @@ class Ticket:
             self._fd = None
 
 
-def wait_turn(events: DirectoryEvents, ticket: Ticket, path: Path, deadline: float | None) -> None:
+def wait_turn(
+    events: DirectoryEvents,
+    ticket: Ticket,
+    path: Path,
+    deadline: float | None,
+    contention: Contention,
+) -> None:
     """Sleep in the kernel until it is this waiter's turn to try, or a poll is due.
 
-    Every waiter wakes at each release: the one that asked first tries at once; the others
-    give it a moment and, once it has the lock, go back to waiting without trying, so the
-    lock goes round in the order it was asked for.
+    A watching waiter wakes at each release: the one that asked first tries at once; the
+    others give it a moment and, once it has the lock, go back to waiting without trying,
+    so the lock goes round in the order it was asked for. Waiters further back nap through
+    some of the releases ahead of them (:func:`nap_time`), then try again.
     """
     while True:
         ticket.hand_in(path)
         if not events.wait(GONE, bounded(MAX_WAKE_WAIT, deadline)):
             return  # time for a stale check (or a poll the kernel could not spare)
+        contention.saw_release(time.monotonic())
         place = ticket.place()
+        nap = nap_time(place, contention.period)
+        if nap > 0:
+            time.sleep(bounded(nap, deadline))
+            return  # the line moved on meanwhile: try, then watch again
         if not place or not events.wait(CAME, bounded(turn_delay(place), deadline)):
             return  # our turn, or the ones before us did not come: try
 
@@ -392,7 +435,7 @@ class Waiter:
             if self._events is not None:
                 if self._ticket is None:
                     self._ticket = Ticket(self._started_ns)
-                wait_turn(self._events, self._ticket, self._path, self._deadline)
+                wait_turn(self._events, self._ticket, self._path, self._deadline, self._contention)
                 return
             time.sleep(poll_pause(self._poll, remaining))
         self._poll = next_poll(self._poll)
