@@ -95,8 +95,10 @@ def _stampede(  # noqa: PLR0917 - argv, one argument per knob of the scenario
         parties: How many threads in all processes wait on the barrier.
         coordinate: ``on`` or ``off`` (``PersistedTokenCache(coordinate_refresh=...)``).
         fault: ``none``; ``error`` (this process's first token request gets
-            ``invalid_grant``); or ``hang:<marker>`` (the first request of all processes
-            records its pid in ``<marker>`` and never ends).
+            ``invalid_grant``); ``hang:<marker>`` (the first request of all processes
+            records its pid in ``<marker>`` and never ends); or ``gather:<barrier>`` (each
+            request waits on a second barrier until every caller has sent one: without
+            coordination, then, every caller asks, however the scheduler runs them).
         refresh_timeout: ``PersistedTokenCache(refresh_timeout=...)``.
         failure_backoff: Seconds after a failed refresh during which a miss returns its
             error without asking (the coordinator's ``failure_backoff``).
@@ -107,6 +109,9 @@ def _stampede(  # noqa: PLR0917 - argv, one argument per knob of the scenario
     elif fault.startswith("hang:"):
         marker = fault.removeprefix("hang:")
         authority.on_token_request = lambda form: _hang_if_first(marker, form)
+    elif fault.startswith("gather:"):
+        gathering = fault.removeprefix("gather:")
+        authority.on_token_request = lambda _form: wait_for_barrier(gathering, parties)
     persisted = make_cache(
         coordinate_refresh=coordinate == "on", refresh_timeout=float(refresh_timeout)
     )
