@@ -430,6 +430,18 @@ def test_a_cache_hit_through_a_coordinated_app_sends_nothing(url, admin):
     assert authority.token_endpoint_hits == 1
 
 
+def test_a_coordinated_refresh_costs_three_more_round_trips(url):
+    """Read the failure record, take the lease (its record with it), give it back: 3 more."""
+    _, app, store = _expired_user(url)
+    account = app.get_accounts()[0]
+    wait_until(lambda: store.local_copy, what="the invalidation channel")
+    app.get_accounts()  # the one reload after the channel
+    before = store.round_trips
+    assert app.acquire_token_silent(DEFAULT_SCOPES, account)["token_source"] == "identity_provider"
+    # The store's own three (lock-and-read, write, release), counted in the same place.
+    assert store.round_trips - before == 3 + 3
+
+
 def test_refresh_exception_gives_the_lease_back(url, admin):
     """A transport error inside the refresh raises as before and leaves no lease held."""
     authority, app, store = _expired_user(url)

@@ -193,7 +193,7 @@ class RedisRefreshLease:
 
     def failure(self) -> bytes | None:
         """The failure record (``None``: none, or unreadable); lock-free, never raises."""
-        if self._owner == threading.get_ident():
+        if self._token is not None and self._owner == threading.get_ident():
             # Read with the lease, and only the holder writes it: no round trip.
             return self._record
         try:
@@ -213,6 +213,10 @@ class RedisRefreshLease:
         token = self._token
         if self._owner != threading.get_ident() or token is None:
             raise RuntimeError(f"{self._shown} is not held by this thread")
+        if record is None and self._record is None:
+            # The usual success: there was no record when the lease was taken, and only its
+            # holder writes one. No round trip for nothing.
+            return
         args: list[Any] = [token, int(FAILURE_RECORD_TTL * 1000)]
         if record is not None:
             args.append(record)
