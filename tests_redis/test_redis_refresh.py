@@ -392,6 +392,18 @@ def test_server_down(own_server, caplog):
     assert not lease.is_held
 
 
+def test_a_lease_the_server_took_for_a_lost_reply_is_taken_back(url, admin):
+    """A take whose reply was lost may have set our token: the next acquire reclaims it."""
+    lease = RedisStore(url, KEY, lease=60).refresh_lease(LEASE_KEY)
+    lease._unsure = "lost 1 2"  # what a call that raised after the server ran it leaves
+    admin.set(f"{{{KEY}}}:refresh-{LEASE_KEY}", "lost 1 2", px=60_000)
+    assert lease.acquire(0)  # at once, not after its 60 s
+    lease.release()
+    assert admin.exists(f"{{{KEY}}}:refresh-{LEASE_KEY}") == 0
+    with pytest.raises(ValueError, match=">= 0"):
+        lease.acquire(-1)
+
+
 def test_threads_of_one_process_share_one_request(url):
     """8 threads of one process on one application: the authority answers one of them."""
     authority, app, _ = _expired_user(url)

@@ -158,6 +158,7 @@ class RedisRefreshLease:
         until its expiry (for others; this object takes it back at once).
 
         Raises:
+            ValueError: ``timeout`` is negative.
             StoreUnavailableError: The server refused or did not answer.
         """
         if timeout is not None and timeout < 0:
