@@ -2,9 +2,12 @@
 
     python benchmarks/stampede.py [--quick] [--latency SECONDS] [--tmpdir DIR]
 
-For each contender (msal-extensions, msal-persist with coordination off, and on) and each P
-(8 and 32), P fresh processes open the same cache, which holds a signed-in user whose access
-token msal treats as expired, wait on one barrier and call ``acquire_token_silent`` once.
+For each contender (msal-extensions, msal-persist's file store with coordination off and on,
+its Redis store with coordination off and on) and each P (8 and 32), P fresh processes open
+the same cache, which holds a signed-in user whose access token msal treats as expired, wait
+on one barrier and call ``acquire_token_silent`` once. The Redis rows use a ``redis-server``
+the script starts (127.0.0.1, a free port, no persistence; see ``redis_bench.py``), one key
+per run.
 Each process's ``LocalAuthority`` counts the requests that reached it and answers after
 ``--latency`` seconds (a real token endpoint is not instant; 0 hides the stampede's cost).
 
@@ -12,7 +15,8 @@ Reported per row, the median over the repetitions: token-endpoint requests (all 
 how many processes took their token from the cache, and wall time from the barrier's
 release to the last process holding its token. Before that, the cost of a cache hit through
 ``coordinate_refreshes`` against the same call on a plain application (coordination must
-cost nothing until msal decides to refresh). Prints Markdown.
+cost nothing until msal decides to refresh). Prints Markdown, with the range of the
+one-minute load average seen at the end of the runs (wall times mean little under load).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -36,24 +41,35 @@ from msal_persist.testing import DEFAULT_SCOPES, LocalAuthority
 EXTENSIONS = "msal-extensions"
 PERSIST_OFF = "msal-persist, coordination off"
 PERSIST_ON = "msal-persist, coordination on"
-CONTENDERS = (EXTENSIONS, PERSIST_OFF, PERSIST_ON)
+REDIS_OFF = "msal-persist Redis, coordination off"
+REDIS_ON = "msal-persist Redis, coordination on"
+CONTENDERS = (EXTENSIONS, PERSIST_OFF, PERSIST_ON, REDIS_OFF, REDIS_ON)
+REDIS_KINDS = (REDIS_OFF, REDIS_ON)
 SIZES = (8, 32)
 EXPIRED = 60  # seconds of life: msal wants 5 minutes left, so this one is expired at once
 BARRIER_TIMEOUT = 120.0
 
 
-def seed(path: Path) -> None:
-    """Write a cache document with one signed-in user whose access token has expired."""
+def expired_document() -> str:
+    """A cache document with one signed-in user whose access token has expired."""
     authority = LocalAuthority(access_token_lifetime=EXPIRED)
     cache = msal.SerializableTokenCache()
     authority.sign_in(authority.public_client(token_cache=cache))
+    return cache.serialize()
+
+
+def seed(path: Path) -> None:
+    """Write the expired cache document to a new file (0600)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(cache.serialize())
+        handle.write(expired_document())
 
 
 def worker(kind: str, cache_path: str, barrier: str, parties: int, latency: float) -> None:
-    """One process of the stampede: open the cache, wait for all, get a token silently."""
+    """One process of the stampede: open the cache, wait for all, get a token silently.
+
+    ``cache_path`` is ``<URL>#<key>`` for the Redis contenders.
+    """
     authority = LocalAuthority()
     authority.token_delay = latency
     if kind == EXTENSIONS:
@@ -62,6 +78,11 @@ def worker(kind: str, cache_path: str, barrier: str, parties: int, latency: floa
         cache: Any = msal_extensions.PersistedTokenCache(
             msal_extensions.FilePersistence(cache_path)
         )
+    elif kind in REDIS_KINDS:
+        from msal_persist import RedisStore  # noqa: PLC0415 - the redis extra
+
+        url, key = cache_path.split("#", 1)
+        cache = PersistedTokenCache(store=RedisStore(url, key), coordinate_refresh=kind == REDIS_ON)
     else:
         cache = PersistedTokenCache(cache_path, coordinate_refresh=kind == PERSIST_ON)
     app = authority.public_client(token_cache=cache)
@@ -90,13 +111,21 @@ def worker(kind: str, cache_path: str, barrier: str, parties: int, latency: floa
     )
 
 
-def one_run(kind: str, processes: int, latency: float, tmp_root: str) -> dict[str, Any]:
+def one_run(
+    kind: str, processes: int, latency: float, tmp_root: str, server: Any
+) -> dict[str, Any]:
     """Run one stampede; return requests, cache-served processes, wall time, failures."""
     with tempfile.TemporaryDirectory(dir=tmp_root, prefix="stampede-") as directory:
-        cache_path = Path(directory) / "token_cache.json"
         barrier = Path(directory) / "barrier"
-        seed(cache_path)
-        command = [sys.executable, __file__, "--worker", kind, str(cache_path), str(barrier)]
+        if kind in REDIS_KINDS:
+            key = f"stampede-{uuid.uuid4().hex[:8]}"
+            server.client.set(key, expired_document())
+            where = f"{server.url}#{key}"
+        else:
+            cache_path = Path(directory) / "token_cache.json"
+            seed(cache_path)
+            where = str(cache_path)
+        command = [sys.executable, __file__, "--worker", kind, where, str(barrier)]
         command += [str(processes), str(latency)]
         procs = [
             subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -114,13 +143,17 @@ def one_run(kind: str, processes: int, latency: float, tmp_root: str) -> dict[st
             else:
                 failures += 1
                 print(f"worker failed: {err[-2000:]}", file=sys.stderr)
+        if kind in REDIS_KINDS:
+            server.client.flushall()  # the key, and any lease or record a run left
+    load = os.getloadavg()[0]
     if not reports:
-        return {"hits": 0, "cache": 0, "wall": float("nan"), "failures": failures}
+        return {"hits": 0, "cache": 0, "wall": float("nan"), "failures": failures, "load": load}
     return {
         "hits": sum(r["hits"] for r in reports),
         "cache": sum(r["source"] == "cache" for r in reports),
         "wall": max(r["ended"] for r in reports) - min(r["started"] for r in reports),
         "failures": failures + sum(r["source"] is None for r in reports),
+        "load": load,
     }
 
 
@@ -147,7 +180,7 @@ def hit_cost(rounds: int, tmp_root: str) -> tuple[float, float]:
     return best["plain"], best["coordinated"]
 
 
-def measure(repetitions: int, latency: float, tmp_root: str) -> list[dict[str, Any]]:
+def measure(repetitions: int, latency: float, tmp_root: str, server: Any) -> list[dict[str, Any]]:
     """Every contender at every size, ``repetitions`` times in rotation; medians per row."""
     rows = []
     for processes in SIZES:
@@ -156,7 +189,7 @@ def measure(repetitions: int, latency: float, tmp_root: str) -> list[dict[str, A
             order = CONTENDERS[rep % len(CONTENDERS) :] + CONTENDERS[: rep % len(CONTENDERS)]
             for kind in order:
                 print(f"stampede: {kind}, P={processes}, run {rep + 1}", file=sys.stderr)
-                runs[kind].append(one_run(kind, processes, latency, tmp_root))
+                runs[kind].append(one_run(kind, processes, latency, tmp_root, server))
         for kind in CONTENDERS:
             done = runs[kind]
             rows.append(
@@ -168,6 +201,7 @@ def measure(repetitions: int, latency: float, tmp_root: str) -> list[dict[str, A
                     "cache": statistics.median(r["cache"] for r in done),
                     "wall": statistics.median(r["wall"] for r in done),
                     "failures": sum(r["failures"] for r in done),
+                    "loads": [r["load"] for r in done],
                 }
             )
     return rows
@@ -178,6 +212,7 @@ def table(
 ) -> str:
     """The Markdown report."""
     plain, coordinated = hit
+    loads = [load for row in rows for load in row["loads"]]
     lines = [
         "### Cache hit through `coordinate_refreshes`",
         "",
@@ -191,7 +226,8 @@ def table(
         (
             f"P processes, one expired access token, one `acquire_token_silent` each; the "
             f"token endpoint answers after {latency * 1000:.0f} ms. Median of {repetitions} "
-            "run(s); wall time from the barrier's release to the last token."
+            "run(s); wall time from the barrier's release to the last token. One-minute load "
+            f"average at the end of the runs: {min(loads):.1f} to {max(loads):.1f}."
         ),
         "",
         "| contender | P | token requests (min-max) | from cache | wall time | failures |",
@@ -217,9 +253,15 @@ def main() -> int:
     parser.add_argument("--tmpdir", help="where the temporary cache directories go")
     args = parser.parse_args()
     repetitions = 1 if args.quick else 3
+    from redis_bench import Server  # noqa: PLC0415 - beside this script; needs the redis extra
+
     with tempfile.TemporaryDirectory(dir=args.tmpdir, prefix="msal-persist-stampede-") as root:
         hit = hit_cost(5 if args.quick else 15, root)
-        rows = measure(repetitions, args.latency, root)
+        server = Server(Path(root))
+        try:
+            rows = measure(repetitions, args.latency, root, server)
+        finally:
+            server.stop()
     print(table(rows, repetitions, args.latency, hit))
     return 0
 

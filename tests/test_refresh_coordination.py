@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -20,93 +19,42 @@ import pytest
 from msal_persist import FileStore, PersistedTokenCache, coordinate_refreshes
 from msal_persist._refresh import refresh_key
 from msal_persist.testing import DEFAULT_SCOPES, LocalAuthority
-from process_helpers import Outcome, run_all, running, start, stop, worker
-
-APP_SCOPES = ["https://graph.microsoft.com/.default"]
-EXPIRED = 60
-"""An access token lifetime msal treats as expired at once (it wants 5 minutes left)."""
+from process_helpers import run_all, running, start, stop, worker
+from refresh_helpers import (
+    APP_SCOPES,
+    EXPIRED,
+    assert_one_refresh,
+    caller_results,
+    seed,
+    stampede_commands,
+    wait_for_pid,
+    worker_reports,
+)
 
 
 def _seed(cache_path: Path, kind: str) -> None:
-    """Leave an access token that has just expired (and, for users, a refresh token)."""
-    authority = LocalAuthority(access_token_lifetime=EXPIRED)
-    cache = PersistedTokenCache(cache_path)
-    if kind == "public":
-        authority.sign_in(authority.public_client(token_cache=cache))
-    elif kind == "confidential":
-        authority.sign_in(authority.confidential_client(token_cache=cache))
-    else:
-        result = authority.confidential_client(token_cache=cache).acquire_token_for_client(
-            APP_SCOPES
-        )
-        assert "access_token" in result, result
+    seed(PersistedTokenCache(cache_path), kind)
 
 
 def _commands(
-    cache_path: Path,
-    tmp_path: Path,
-    kind: str,
-    processes: int,
-    *,
-    threads: int = 1,
-    coordinate: str = "on",
-    fault: str = "none",
-    refresh_timeout: float = 30,
-    failure_backoff: float = 2,
+    cache_path: Path, tmp_path: Path, kind: str, processes: int, **options: Any
 ) -> list[list[str]]:
-    barrier = tmp_path / "barrier"
-    return [
-        worker(
-            "refresh",
-            "stampede",
-            str(cache_path),
-            kind,
-            str(threads),
-            str(barrier),
-            str(processes * threads),
-            coordinate,
-            fault,
-            str(refresh_timeout),
-            str(failure_backoff),
-        )
-        for _ in range(processes)
-    ]
-
-
-def _reports(outcomes: list[Outcome]) -> list[dict[str, Any]]:
-    failures = [outcome.describe() for outcome in outcomes if not outcome.ok]
-    assert not failures, "\n".join(failures)
-    return [json.loads(outcome.stdout) for outcome in outcomes]
-
-
-def _results(reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    results = [result for report in reports for result in report["results"]]
-    assert not [r for r in results if "exception" in r], results
-    return results
-
-
-def _assert_one_refresh(reports: list[dict[str, Any]], callers: int) -> None:
-    results = _results(reports)
-    assert len(results) == callers
-    assert sum(report["hits"] for report in reports) == 1
-    sources = sorted(result["token_source"] for result in results)
-    assert sources == ["cache"] * (callers - 1) + ["identity_provider"], results
-    assert len({result["access_token"] for result in results}) == 1
+    return stampede_commands([str(cache_path)], tmp_path, kind, processes, **options)
 
 
 @pytest.mark.parametrize("kind", ["public", "confidential", "client"])
 def test_sixteen_processes_one_request(tmp_path: Path, cache_path: Path, kind: str) -> None:
     """16 processes whose shared access token just expired: 1 request, 15 take it from cache."""
     _seed(cache_path, kind)
-    reports = _reports(run_all(_commands(cache_path, tmp_path, kind, 16)))
-    _assert_one_refresh(reports, 16)
+    reports = worker_reports(run_all(_commands(cache_path, tmp_path, kind, 16)))
+    assert_one_refresh(reports, 16)
 
 
 def test_threads_in_processes_one_request(tmp_path: Path, cache_path: Path) -> None:
     """4 threads in each of 4 processes, one application per process: 1 request in all."""
     _seed(cache_path, "public")
-    reports = _reports(run_all(_commands(cache_path, tmp_path, "public", 4, threads=4)))
-    _assert_one_refresh(reports, 16)
+    reports = worker_reports(run_all(_commands(cache_path, tmp_path, "public", 4, threads=4)))
+    assert_one_refresh(reports, 16)
 
 
 def test_without_coordination_every_process_asks(tmp_path: Path, cache_path: Path) -> None:
@@ -116,10 +64,10 @@ def test_without_coordination_every_process_asks(tmp_path: Path, cache_path: Pat
     """
     _seed(cache_path, "public")
     commands = _commands(cache_path, tmp_path, "public", 4, coordinate="off")
-    reports = _reports(run_all(commands))
+    reports = worker_reports(run_all(commands))
     hits = sum(report["hits"] for report in reports)
     assert hits >= 2
-    sources = [r["token_source"] for r in _results(reports)]
+    sources = [r["token_source"] for r in caller_results(reports)]
     assert sources.count("identity_provider") == hits
 
 
@@ -136,8 +84,8 @@ def test_error_of_the_refresher_is_returned_to_waiters(
     """
     _seed(cache_path, kind)
     commands = _commands(cache_path, tmp_path, kind, 8, fault="error", failure_backoff=600)
-    reports = _reports(run_all(commands))
-    results = _results(reports)
+    reports = worker_reports(run_all(commands))
+    results = caller_results(reports)
     assert sum(report["hits"] for report in reports) == 1
     assert {result["error"] for result in results} == {"invalid_grant"}
     # The very same response, not eight look-alikes.
@@ -170,17 +118,6 @@ def test_error_of_the_refresher_is_returned_to_waiters(
     assert sorted(p.name for p in cache_path.parent.iterdir()) == ["token_cache.json"]
 
 
-def _wait_for_pid(marker: Path, procs: list[subprocess.Popen[str]]) -> int:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        text = marker.read_text() if marker.exists() else ""
-        if text:
-            return int(text)
-        assert all(proc.poll() is None for proc in procs), "a worker ended before the hang"
-        time.sleep(0.01)
-    pytest.fail("no worker reached the token endpoint")
-
-
 def test_refresher_killed_inside_its_request(tmp_path: Path, cache_path: Path) -> None:
     """The refresher is SIGKILLed inside its request: the others finish, 2 requests in all.
 
@@ -194,7 +131,7 @@ def test_refresher_killed_inside_its_request(tmp_path: Path, cache_path: Path) -
     )
     procs = [start(command) for command in commands]
     try:
-        hung = _wait_for_pid(marker, procs)
+        hung = wait_for_pid(marker, procs)
         os.kill(hung, signal.SIGKILL)
         killed_at = time.monotonic()
         reports = []
@@ -209,7 +146,7 @@ def test_refresher_killed_inside_its_request(tmp_path: Path, cache_path: Path) -
     finally:
         for proc in procs:
             stop(proc)
-    results = _results(reports)
+    results = caller_results(reports)
     assert len(results) == 7
     # The hung request reached the endpoint once; the reporting workers add one more.
     assert 1 + sum(report["hits"] for report in reports) == 2
@@ -227,7 +164,7 @@ def test_waiters_stop_waiting_for_a_hung_refresher(tmp_path: Path, cache_path: P
     )
     procs = [start(command) for command in commands]
     try:
-        hung = _wait_for_pid(marker, procs)
+        hung = wait_for_pid(marker, procs)
         reports = []
         for proc in procs:
             if proc.pid == hung:
@@ -238,7 +175,7 @@ def test_waiters_stop_waiting_for_a_hung_refresher(tmp_path: Path, cache_path: P
     finally:
         for proc in procs:
             stop(proc)
-    results = _results(reports)
+    results = caller_results(reports)
     assert len(results) == 3
     assert sum(report["hits"] for report in reports) == 1
     assert sorted(r["token_source"] for r in results) == ["cache", "cache", "identity_provider"]

@@ -13,6 +13,9 @@ It satisfies :class:`~msal_persist._store.Store` and knows nothing of msal or JS
   version of what was read is a stamp of the invalidations the server pushed to this process,
   and "unchanged?" reads the stamp locally.
 - **Bad bytes** are kept in a sibling hash (``<key>:corrupt``), a bounded number of them.
+- **Refresh leases** (:class:`~msal_persist._store.RefreshLeases`): one sibling key per token
+  being refreshed, with an expiry of ``lease`` seconds (:mod:`._redis_lease`), so
+  :func:`~msal_persist.coordinate_refreshes` coordinates processes on every machine.
 
 Keys of one partition share one Redis Cluster hash slot: a key with a hash tag (``{...}``)
 gets siblings with the same tag; a key without one gets siblings tagged with the whole key.
@@ -38,6 +41,7 @@ from redis.retry import Retry
 
 from ._errors import LeaseExpiredError, LockTimeoutError, StoreUnavailableError
 from ._lock import DEFAULT_LOCK_TIMEOUT
+from ._redis_lease import RedisRefreshLease
 from ._redis_tracking import Tracker, tracker_for
 from ._signals import interruptible
 from ._store import Snapshot
@@ -135,7 +139,9 @@ class RedisStore:
             user and per application).
         lease: Seconds a writer may hold the lock. A holder that died blocks others this
             long at most; a holder slower than this gets :class:`LeaseExpiredError` and
-            writes nothing.
+            writes nothing. Also how long a refresh lease lasts (not renewed): a refresher
+            that was killed delays the others this long at most, and a refresh slower than
+            this may be made a second time.
         lock_timeout: Seconds to wait for another writer's lock before raising
             :class:`~msal_persist.LockTimeoutError`; ``None`` waits forever.
         ttl: Seconds the key lives after its last write (``None``: forever).
@@ -194,6 +200,8 @@ class RedisStore:
                 ("set_aside", _SET_ASIDE),
             )
         }
+        self._leases: dict[str, RedisRefreshLease] = {}
+        self._leases_lock = threading.Lock()
         self._token: str | None = None
         self._unsure: str | None = None  # a token the server may hold for us
         self._held: Snapshot | None = None
@@ -381,6 +389,25 @@ class RedisStore:
         holder = value.decode(errors="replace").partition(" ")[2]
         return holder, max(0, ttl) / 1000
 
+    def refresh_lease(self, key: str) -> RedisRefreshLease:
+        """The lease on refreshing the token ``key`` names: the sibling ``...:refresh-<key>``.
+
+        One object per key, so that the threads of this process queue on it in memory.
+        """
+        if not key or not key.isalnum() or not key.isascii():
+            raise ValueError(f"a lease key is letters and digits, not {key!r}")
+        with self._leases_lock:
+            lease = self._leases.get(key)
+            if lease is None:
+                lease = self._leases[key] = RedisRefreshLease(
+                    self.client,
+                    f"{self._keys.siblings}:refresh-{key}",
+                    expiry=self.lease,
+                    call=self._call,
+                    shown=f"{self._display_name} refresh lease {key}",
+                )
+            return lease
+
     def close(self) -> None:
         """Close this process's invalidation channel for the store's prefix (rarely needed)."""
         if self._tracker is not None:
@@ -467,10 +494,10 @@ def app_partition(client_id: str, tenant: str) -> str:
 
 
 class _Keys:
-    __slots__ = ("aside", "data", "handoff", "lock")
+    __slots__ = ("aside", "data", "handoff", "lock", "siblings")
 
     def __init__(self, data: str, siblings: str) -> None:
-        self.data = data
+        self.data, self.siblings = data, siblings
         self.lock, self.aside, self.handoff = (
             f"{siblings}:lock",
             f"{siblings}:corrupt",

@@ -1,10 +1,13 @@
-"""Refresh-stampede workers: ``python -m workers.refresh COMMAND ARGS...``.
+"""Refresh-stampede workers: ``python -m workers.refresh COMMAND [STORE] ARGS...``.
 
 Each process builds a real msal application on a ``PersistedTokenCache`` whose access token
 has just expired (the parent seeded it), waits on a start barrier with the others, and asks
 for a token from ``threads`` threads at once through ``coordinate_refreshes``. It prints one
 JSON line: its pid, how many requests reached its own ``LocalAuthority`` (the parent adds
 them up across processes) and, per thread, where the token came from or the error.
+
+``STORE`` is the cache file's path, or ``--redis URL --redis-key KEY [--lease SECONDS]``
+for a ``RedisStore`` (``tests_redis/``): the same scenarios run on either store.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from msal_persist import PersistedTokenCache, coordinate_refreshes
@@ -37,8 +41,40 @@ def _hang_if_first(marker: str, form: dict[str, str]) -> None:
     time.sleep(3600)
 
 
-def stampede(  # noqa: PLR0917 - argv, one argument per knob of the scenario
-    cache: str,
+CacheFactory = Callable[..., PersistedTokenCache]
+"""Makes the worker's cache: ``PersistedTokenCache``'s keywords in, the cache out."""
+
+_REDIS_OPTIONS = ("--redis", "--redis-key", "--lease")
+
+
+def _store_then_rest(argv: tuple[str, ...]) -> tuple[CacheFactory, list[str]]:
+    """Split ``[--redis URL --redis-key KEY [--lease S]] | PATH`` from the other arguments."""
+    options: dict[str, str] = {}
+    rest = list(argv)
+    while rest and rest[0] in _REDIS_OPTIONS:
+        options[rest[0]] = rest[1]
+        del rest[:2]
+    if not options:
+        path = rest.pop(0)
+        return lambda **kwargs: PersistedTokenCache(path, **kwargs), rest
+    # redis-py is an optional extra: the file store's sessions do not install it.
+    from msal_persist import RedisStore  # noqa: PLC0415
+
+    url, key = options["--redis"], options["--redis-key"]
+    lease = float(options.get("--lease", "10"))
+    return lambda **kwargs: PersistedTokenCache(
+        store=RedisStore(url, key, lease=lease), **kwargs
+    ), rest
+
+
+def stampede(*argv: str) -> None:
+    """``stampede STORE KIND THREADS BARRIER PARTIES [...]``: see :func:`_stampede`."""
+    make_cache, rest = _store_then_rest(argv)
+    _stampede(make_cache, *rest)
+
+
+def _stampede(  # noqa: PLR0917 - argv, one argument per knob of the scenario
+    make_cache: CacheFactory,
     kind: str,
     threads: str,
     barrier: str,
@@ -51,7 +87,7 @@ def stampede(  # noqa: PLR0917 - argv, one argument per knob of the scenario
     """Ask for a token from ``threads`` threads at once; report source, token and hits.
 
     Args:
-        cache: The cache file, seeded by the parent with an expired access token.
+        make_cache: Makes the cache the parent seeded with an expired access token.
         kind: ``public`` or ``confidential`` (``acquire_token_silent_with_error`` for the
             signed-in account) or ``client`` (``acquire_token_for_client``).
         threads: Threads asking at once in this process, sharing one application.
@@ -59,8 +95,10 @@ def stampede(  # noqa: PLR0917 - argv, one argument per knob of the scenario
         parties: How many threads in all processes wait on the barrier.
         coordinate: ``on`` or ``off`` (``PersistedTokenCache(coordinate_refresh=...)``).
         fault: ``none``; ``error`` (this process's first token request gets
-            ``invalid_grant``); or ``hang:<marker>`` (the first request of all processes
-            records its pid in ``<marker>`` and never ends).
+            ``invalid_grant``); ``hang:<marker>`` (the first request of all processes
+            records its pid in ``<marker>`` and never ends); or ``gather:<barrier>`` (each
+            request waits on a second barrier until every caller has sent one: without
+            coordination, then, every caller asks, however the scheduler runs them).
         refresh_timeout: ``PersistedTokenCache(refresh_timeout=...)``.
         failure_backoff: Seconds after a failed refresh during which a miss returns its
             error without asking (the coordinator's ``failure_backoff``).
@@ -71,8 +109,11 @@ def stampede(  # noqa: PLR0917 - argv, one argument per knob of the scenario
     elif fault.startswith("hang:"):
         marker = fault.removeprefix("hang:")
         authority.on_token_request = lambda form: _hang_if_first(marker, form)
-    persisted = PersistedTokenCache(
-        cache, coordinate_refresh=coordinate == "on", refresh_timeout=float(refresh_timeout)
+    elif fault.startswith("gather:"):
+        gathering = fault.removeprefix("gather:")
+        authority.on_token_request = lambda _form: wait_for_barrier(gathering, parties)
+    persisted = make_cache(
+        coordinate_refresh=coordinate == "on", refresh_timeout=float(refresh_timeout)
     )
     persisted.refresh_coordinator.failure_backoff = float(failure_backoff)
     if kind == "public":
@@ -119,9 +160,10 @@ def stampede(  # noqa: PLR0917 - argv, one argument per knob of the scenario
     )
 
 
-def hold_lease(cache: str, key: str) -> None:
-    """Hold the refresh lease ``key`` of ``cache`` until stdin closes (or we are killed)."""
-    lease = PersistedTokenCache(cache).store.refresh_lease(key)  # type: ignore[attr-defined]
+def hold_lease(*argv: str) -> None:
+    """``hold_lease STORE KEY``: hold the refresh lease ``KEY`` until stdin closes (or death)."""
+    make_cache, (key,) = _store_then_rest(argv)
+    lease = make_cache().store.refresh_lease(key)
     assert lease.acquire(0)
     print("ready", flush=True)
     sys.stdin.read()
