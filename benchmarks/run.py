@@ -634,6 +634,11 @@ def report(
     )
     add("")
 
+    add("## Summary")
+    add("")
+    out.extend(summary_table(results, settings))
+    add("")
+
     targets: list[tuple[str, str, bool]] = []
 
     # Single-process table.
@@ -652,8 +657,7 @@ def report(
             row = table[size]
             persist = row[PERSIST]
             add(
-                f"| {label}, {names[size]} | "
-                + " | ".join(fmt_time(row[k]) for k in CONTENDERS)
+                times_row(f"{label}, {names[size]}", row)
                 + f" | {fmt_ratio(persist / row[MEMORY])} | {fmt_ratio(persist / row[RECIPE])}"
                 f" | {fmt_ratio(row[EXTENSIONS] / persist)} |"
             )
@@ -909,6 +913,74 @@ def report(
                 add(f"- `{error}`")
     add("")
     return "\n".join(out)
+
+
+def times_row(label: str, row: dict[str, float]) -> str:
+    """The start of a table row: the label and each contender's time, in column order."""
+    return f"| {label} | " + " | ".join(fmt_time(row[k]) for k in CONTENDERS)
+
+
+def summary_table(results: dict[str, Any], settings: Settings) -> list[str]:
+    """The headline table (the README's): each workload side by side, and the write floor."""
+    hit, write, floor = results["hit"], results["write"], results["floor"]
+    rows = [
+        (
+            "| workload | in-memory | recipe | msal-extensions | msal-persist | write floor "
+            "| msal-persist vs msal-extensions |"
+        ),
+        "|---|---|---|---|---|---|---|",
+    ]
+    names = {"small": "1 account", "large": f"{LARGE:,} accounts"}
+    for size in ("small", "large"):
+        row = hit[size]
+        rows.append(
+            times_row(f"cache hit, {names[size]}", row)
+            + f" | | {fmt_ratio(row[EXTENSIONS] / row[PERSIST])} "
+            f"({fmt_ratio(row[PERSIST] / row[MEMORY])} in-memory) |"
+        )
+    for size in ("small", "large"):
+        row = write[size]
+        persist, mem = row[PERSIST], row[MEMORY]
+        rows.append(
+            times_row(f"forced refresh, {names[size]}", row)
+            + f" | {fmt_time(floor[size]['floor'])} | **{fmt_ratio(row[EXTENSIONS] / persist)} "
+            f"faster** (in-memory + {(persist - mem) / floor[size]['floor']:.2f} x floor) |"
+        )
+    serial = floor["serial"]["floor"]
+    for processes, by_kind in results["contention"].items():
+        cells = []
+        for kind in CONTENDERS:
+            runs = by_kind[kind]
+            rate = median([r["rate"] for r in runs])
+            errors = sum(len(r["errors"]) for r in runs)
+            lost = "n/a" if kind == MEMORY else f"{max(r['lost'] for r in runs)} of {processes}"
+            cells.append(f"{rate:.0f} · {lost} · {errors}")
+        persist_rate = median([r["rate"] for r in by_kind[PERSIST]])
+        ext_rate = median([r["rate"] for r in by_kind[EXTENSIONS]])
+        label = (
+            f"{processes} processes x {settings.contention_refreshes} refreshes: "
+            "acquisitions/s · lost · errors"
+        )
+        rows.append(
+            f"| {label} | "
+            + " | ".join(cells)
+            + f" | {1 / serial:.0f} (serial) | **{fmt_ratio(persist_rate / ext_rate)}** "
+            f"({persist_rate * serial:.0%} of the serial floor) |"
+        )
+    handoff = results["handoff"]
+    cells = []
+    for kind in CONTENDERS:
+        pooled = [lat for r in handoff[kind] for lat in r["latencies"]]
+        cells.append(
+            " / ".join(
+                fmt_time(v) for v in (percentile(pooled, 50), percentile(pooled, 99), max(pooled))
+            )
+        )
+    rows.append(
+        f"| lock handoff, {settings.handoff_procs} processes x {settings.handoff_refreshes}: "
+        "p50 / p99 / max | " + " | ".join(cells) + " | | |"
+    )
+    return rows
 
 
 def _process_notes(runs: list[dict[str, Any]], kind: str) -> str:
