@@ -154,14 +154,15 @@ def test_acquire_interrupted_anywhere_holds_the_lock_or_nothing(tmp_path: Path) 
 def test_release_interrupted_anywhere_gives_everything_back(tmp_path: Path) -> None:
     """A Ctrl-C anywhere in what release() calls still frees the lock and its file.
 
-    The instructions of release() itself and of entering its deferral, before Ctrl-C is
-    held back, are spared: no lock written in Python can cover its entry (the cache's own
-    transactions release under a deferral taken earlier, so they do not depend on it).
+    The instructions of release() itself and of entering its deferral (the deferral's
+    ``__enter__``, before it swaps the handler), before Ctrl-C is held back, are spared: no
+    lock written in Python can cover its entry (the cache's own transactions release under a
+    deferral taken earlier, so they do not depend on it).
     """
     lock_path = tmp_path / "token_cache.json.lockfile"
     lock = CrossProcessLock(lock_path, timeout=2)
     lock.acquire()
-    spare = frozenset({"release", "deferred_interrupts"})
+    spare = frozenset({"release", "__enter__"})
     total, _ = _run_interrupted(lock.release, None, spare)
     assert total > 10
     for target in range(total):
